@@ -56,3 +56,19 @@ class InventoryError(InputError):
         base = f"{self.source}:{self.line}" if self.source and self.line else self.source
         where = ": ".join(part for part in (base, self.field) if part)
         return f"{where}: {self.message}" if where else self.message
+
+
+class NodeError(VlcalcError):
+    """One node could not be probed.  Raised inside the transport, caught by the scan and stored as
+    a value; it never aborts a scan.
+
+    ``kind`` is one of the documented node error kinds (``unreachable``, ``auth-failed``,
+    ``host-key-unknown``, ``host-key-changed``, ``timeout``, ``sudo-failed``, ``no-python``,
+    ``probe-failed``, ``bad-output``, ``interrupted``, or a kind from the probe document itself).
+    """
+
+    def __init__(self, kind: str, message: str, *, node: str | None = None):
+        self.kind = kind
+        self.message = message
+        self.node = node
+        super().__init__(f"{node}: {message}" if node else message)

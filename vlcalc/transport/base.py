@@ -1,0 +1,72 @@
+"""The transport interface: run one command on one node, with stdin, under deadlines.
+
+The scan builds the command line; a transport only moves bytes and reports failures as
+:class:`vlcalc.errors.NodeError` with a documented ``kind``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+
+@dataclass(frozen=True)
+class Target:
+    """Where and how to reach one inventory node.
+
+    Example: ``Target(name="node01", host="10.0.0.11", port=22, user="ops")``.
+    ``host``/``port``/``user``/``key_file`` of ``None`` mean "let ~/.ssh/config or the default
+    decide".
+    """
+
+    name: str
+    host: str
+    port: int | None = None
+    user: str | None = None
+    key_file: str | None = None
+    connection: str = "ssh"  # "ssh" or "local"
+    python: str = "python3"
+    become: bool = False
+    become_user: str | None = None
+
+
+@dataclass(frozen=True)
+class Timeouts:
+    """Per-phase limits in seconds, and the overall per-node deadline that caps them all."""
+
+    connect_s: float = 10.0
+    banner_s: float = 10.0
+    auth_s: float = 10.0
+    exec_s: float = 30.0
+    node_s: float = 60.0
+    retries: int = 2  # extra attempts, for connection failures only
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """What a command printed and how it ended.  ``stderr_tail`` is the last bytes of stderr."""
+
+    exit_status: int
+    stdout: bytes
+    stderr_tail: bytes
+
+
+class Transport(Protocol):
+    def run(
+        self,
+        target: Target,
+        command: str,
+        stdin: bytes,
+        *,
+        timeouts: Timeouts,
+        max_stdout: int,
+    ) -> RunResult:
+        """Run ``command`` (a shell command line) on ``target`` with ``stdin``; closes stdin after
+        writing it.  Raises :class:`vlcalc.errors.NodeError` (``unreachable``, ``auth-failed``,
+        ``host-key-unknown``, ``host-key-changed``, ``timeout``, ``bad-output`` when stdout
+        exceeds ``max_stdout`` bytes).  A non-zero exit status is *not* an error here."""
+        ...
+
+    def close(self) -> None:
+        """Release pooled connections and caches."""
+        ...
