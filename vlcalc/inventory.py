@@ -1,0 +1,778 @@
+"""Ansible-compatible YAML inventory -> hosts with connection settings.
+
+The inventory is the file operators already pass to ``ansible-playbook -i``.  This module reads it
+the way ansible-core's ``yaml`` inventory plugin does and resolves, for every host, its groups, its
+merged variables and a :class:`vlcalc.transport.base.Target`::
+
+    all:
+      vars: {ansible_user: ops}
+      children:
+        rack1:
+          hosts:
+            node[01:04].example:
+    >>> inv = parse_inventory(text, "fleet.yaml")
+    >>> inv.hosts["node01.example"].target
+    Target(name='node01.example', host='node01.example', port=None, user='ops', ...)
+
+Only :func:`load_inventory` touches the file system; everything else is pure.  Every problem is an
+:class:`vlcalc.errors.InventoryError` that names the file and, when known, the line.
+
+Where Ansible only *warns* about something that would make vlcalc scan the wrong set of hosts or
+connect to the wrong place (a group written as a list, an unknown key such as ``host:`` inside a
+group, a name used for both a host and a group, a numeric range that expands to nothing, a limit
+pattern that matches nothing), vlcalc refuses with an error instead.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import ipaddress
+import re
+import string
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import yaml
+
+from vlcalc.errors import InventoryError
+from vlcalc.transport.base import Target
+
+try:
+    from yaml import CSafeLoader as _SafeLoaderBase
+except ImportError:  # pragma: no cover - PyYAML built without libyaml
+    from yaml import SafeLoader as _SafeLoaderBase  # type: ignore[assignment]
+
+__all__ = ["Host", "Inventory", "load_inventory", "parse_inventory", "select"]
+
+
+@dataclass(frozen=True)
+class Host:
+    """One inventory host, resolved.
+
+    ``groups`` holds every group the host belongs to, directly or through child groups, sorted by
+    name and without ``all`` (Ansible's ``group_names``).  ``vars`` are the merged inventory
+    variables as ``ansible-inventory --list`` shows them in ``_meta.hostvars``.
+    Example: ``Host(name="node01", groups=("kvm", "rack1"), vars={"ansible_user": "ops"},
+    target=Target(name="node01", host="node01", user="ops"))``.
+    """
+
+    name: str
+    groups: tuple[str, ...]
+    vars: dict[str, Any]
+    target: Target
+
+
+@dataclass(frozen=True)
+class Inventory:
+    """A resolved inventory.
+
+    ``hosts`` is in order of first appearance in the file.  ``groups`` maps every group, including
+    ``all`` and ``ungrouped``, to the names of all hosts in it or in its descendants, in the same
+    order as ``hosts``.
+    """
+
+    source: str
+    hosts: dict[str, Host]
+    groups: dict[str, list[str]]
+
+
+# --------------------------------------------------------------------------------------------
+# YAML: safe loading, with the line of every mapping key
+
+
+class _Mapping(dict):  # type: ignore[type-arg]
+    """A YAML mapping that remembers the 1-based line of each of its keys."""
+
+    lines: dict[Any, int]
+
+
+class _Unsafe(str):
+    """A ``!unsafe`` string: Ansible never templates it, so neither do we complain about it."""
+
+
+@dataclass(frozen=True)
+class _Vaulted:
+    """A ``!vault`` value; vlcalc has no vault password, so it cannot be used."""
+
+    line: int
+
+
+class _LineLoader(_SafeLoaderBase):
+    """``yaml.SafeLoader`` (libyaml when available) whose mappings record key lines."""
+
+
+def _construct_mapping(loader: _LineLoader, node: yaml.MappingNode) -> _Mapping:
+    loader.flatten_mapping(node)  # resolves "<<" merge keys
+    data = _Mapping()
+    lines: dict[Any, int] = {}
+    for key_node, value_node in node.value:
+        key = loader.construct_object(key_node, deep=True)
+        try:
+            hash(key)
+        except TypeError as exc:
+            raise yaml.constructor.ConstructorError(
+                None, None, "found an unhashable key", key_node.start_mark
+            ) from exc
+        data[key] = loader.construct_object(value_node, deep=True)
+        lines[key] = key_node.start_mark.line + 1
+    data.lines = lines
+    return data
+
+
+def _construct_unsafe(loader: _LineLoader, node: yaml.Node) -> _Unsafe:
+    return _Unsafe(loader.construct_scalar(node))  # type: ignore[arg-type]
+
+
+def _construct_vault(loader: _LineLoader, node: yaml.Node) -> _Vaulted:
+    return _Vaulted(node.start_mark.line + 1)
+
+
+_LineLoader.add_constructor("tag:yaml.org,2002:map", _construct_mapping)
+_LineLoader.add_constructor("!unsafe", _construct_unsafe)
+_LineLoader.add_constructor("!vault", _construct_vault)
+
+
+def _load_yaml(text: str, source: str) -> Any:
+    try:
+        return yaml.load(text, Loader=_LineLoader)  # a SafeLoader subclass
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        problem = exc.problem or exc.context or "syntax error"
+        line = mark.line + 1 if mark else None
+        column = f" (column {mark.column + 1})" if mark else ""
+        raise InventoryError(f"invalid YAML: {problem}{column}", source=source, line=line) from exc
+    except yaml.YAMLError as exc:
+        raise InventoryError(f"invalid YAML: {_one_line(str(exc))}", source=source) from exc
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
+
+
+# --------------------------------------------------------------------------------------------
+# Host patterns: "name", "name:port", "[v6addr]:port", ranges "node[01:20:2]", "rack[a:c]"
+
+_BRACKETED_HOSTPORT = re.compile(r"^\[(.+)\]:([0-9]+)$")
+_HOSTPORT = re.compile(r"^((?:[^:\[\]]|\[[^\]]*\])*):([0-9]+)$")
+_RANGE = r"\[(?:[a-z]:[a-z]|[0-9]+:[0-9]+)(?::[0-9]+)?\]"
+_LABEL = rf"(?:\w|{_RANGE})(?:[\w-]|{_RANGE})*(?<![_-])"
+_HOSTNAME = re.compile(rf"^{_LABEL}(?:\.{_LABEL})*$", re.IGNORECASE | re.UNICODE)
+_IPV4_PART = r"(?:[01]?[0-9]{1,2}|2[0-4][0-9]|25[0-5]|\[[0-9]+:[0-9]+(?::[0-9]+)?\])"
+_IPV4 = re.compile(rf"^(?:{_IPV4_PART}\.){{3}}{_IPV4_PART}$")
+_V6_RANGE = re.compile(r"\[[0-9a-f]+:[0-9a-f]+(?::[0-9]+)?\]", re.IGNORECASE)
+
+
+def _is_address(address: str) -> bool:
+    """Whether Ansible would accept ``address`` as a host name or IP address (ranges allowed)."""
+    if _IPV4.match(address) or _HOSTNAME.match(address):
+        return True
+    if ":" not in address:
+        return False
+    try:
+        ipaddress.IPv6Address(_V6_RANGE.sub("0", address))
+    except ValueError:
+        return False
+    return True
+
+
+def _split_port(pattern: str) -> tuple[str, int | None]:
+    """``"node01:2222"`` -> ``("node01", 2222)``.  Like Ansible, a string that is not a valid
+    address once the port is taken off is used whole, as the name, with no port."""
+    address, port = pattern, None
+    for regex in (_BRACKETED_HOSTPORT, _HOSTPORT):
+        match = regex.match(address)
+        if match:
+            address, port = match.group(1), int(match.group(2))
+    if not _is_address(address):
+        return pattern, None
+    return address, port
+
+
+def _expand_ranges(pattern: str, fail: Callable[[str], InventoryError]) -> list[str]:
+    """``"node[01:03]"`` -> ``["node01", "node02", "node03"]``; ``[a:c]``, ``[0:10:2]`` and
+    several ranges in one name work as in Ansible.  A leading zero in the start pads every number
+    to the start's width, so the end must be written with the same width."""
+    start = pattern.find("[")
+    if start < 0:
+        return [pattern]
+    stop = pattern.find("]", start)
+    if stop < 0:
+        raise fail(f"bad host range in {pattern!r}: no closing ']'")
+    head, body, tail = pattern[:start], pattern[start + 1 : stop], pattern[stop + 1 :]
+    bounds = body.split(":")
+    if len(bounds) not in (2, 3):
+        raise fail(f"bad host range [{body}] in {pattern!r}: write [begin:end] or [begin:end:step]")
+    begin, end = bounds[0] or "0", bounds[1]
+    if not end:
+        raise fail(f"bad host range [{body}] in {pattern!r}: the end is missing")
+    step_text = bounds[2] if len(bounds) == 3 else "1"
+    if not step_text.isdigit() or int(step_text) == 0:
+        raise fail(f"bad host range [{body}] in {pattern!r}: the step must be a positive integer")
+    step = int(step_text)
+
+    values: list[str]
+    letters = string.ascii_letters
+    if len(begin) == 1 and len(end) == 1 and begin in letters and end in letters:
+        if letters.index(begin) > letters.index(end):
+            raise fail(f"bad host range [{body}] in {pattern!r}: begin is after end")
+        values = list(letters[letters.index(begin) : letters.index(end) + 1 : step])
+    elif begin.isdigit() and end.isdigit() and begin.isascii() and end.isascii():
+        width = 0
+        if begin.startswith("0") and len(begin) > 1:
+            if len(begin) != len(end):
+                raise fail(
+                    f"bad host range [{body}] in {pattern!r}: "
+                    "a zero-padded begin needs an end of the same width"
+                )
+            width = len(begin)
+        if int(begin) > int(end):
+            raise fail(f"bad host range [{body}] in {pattern!r}: begin is after end, no hosts")
+        values = [str(n).zfill(width) for n in range(int(begin), int(end) + 1, step)]
+    else:
+        raise fail(
+            f"bad host range [{body}] in {pattern!r}: use numbers or single letters, "
+            "such as [01:20] or [a:f]"
+        )
+    names: list[str] = []
+    for value in values:
+        names.extend(_expand_ranges(head + value + tail, fail))
+    return names
+
+
+# --------------------------------------------------------------------------------------------
+# Building the group graph, as ansible-core's yaml plugin and InventoryData do
+
+
+class _Group:
+    __slots__ = ("children", "hosts", "line", "name", "parents", "priority", "var_lines", "vars")
+
+    def __init__(self, name: str, line: int | None) -> None:
+        self.name = name
+        self.line = line
+        self.vars: dict[str, Any] = {}
+        self.var_lines: dict[str, int | None] = {}
+        self.priority = 1
+        self.children: list[str] = []
+        self.parents: list[str] = []
+        self.hosts: list[str] = []
+
+
+class _HostEntry:
+    __slots__ = ("groups", "line", "name", "var_lines", "vars")
+
+    def __init__(self, name: str, line: int | None) -> None:
+        self.name = name
+        self.line = line
+        self.vars: dict[str, Any] = {}
+        self.var_lines: dict[str, int | None] = {}
+        self.groups: list[str] = []  # direct memberships, in the order they were written
+
+
+_SECTIONS = ("vars", "children", "hosts")
+
+
+class _Builder:
+    def __init__(self, source: str) -> None:
+        self.source = source
+        self.groups: dict[str, _Group] = {}
+        self.hosts: dict[str, _HostEntry] = {}
+        self.member_sets: dict[str, set[str]] = {}
+        self._add_group("all", None)
+        self._add_group("ungrouped", None)
+        self._add_child("all", "ungrouped", None)
+
+    def error(self, message: str, line: int | None) -> InventoryError:
+        return InventoryError(message, source=self.source, line=line)
+
+    def _add_group(self, name: str, line: int | None) -> _Group:
+        group = self.groups.get(name)
+        if group is None:
+            group = self.groups[name] = _Group(name, line)
+            self.member_sets[name] = set()
+        return group
+
+    def _ancestors_or_self(self, name: str) -> set[str]:
+        seen = {name}
+        todo = [name]
+        while todo:
+            for parent in self.groups[todo.pop()].parents:
+                if parent not in seen:
+                    seen.add(parent)
+                    todo.append(parent)
+        return seen
+
+    def _add_child(self, parent: str, child: str, line: int | None) -> None:
+        if parent == child:
+            raise self.error(f"group {child!r} is listed as a child of itself", line)
+        parent_group, child_group = self.groups[parent], self.groups[child]
+        if child in parent_group.children:
+            return
+        if child in self._ancestors_or_self(parent):
+            raise self.error(
+                f"group {child!r} under {parent!r} makes a loop: {child!r} is already "
+                f"an ancestor of {parent!r}",
+                line,
+            )
+        parent_group.children.append(child)
+        child_group.parents.append(parent)
+
+    def _add_host(self, name: str, group: str, port: int | None, line: int | None) -> _HostEntry:
+        host = self.hosts.get(name)
+        if host is None:
+            host = self.hosts[name] = _HostEntry(name, line)
+            # Ansible applies a ":port" only where the host first appears.
+            if port is not None:
+                host.vars["ansible_port"] = port
+                host.var_lines["ansible_port"] = line
+        members = self.member_sets[group]
+        if name not in members:
+            members.add(name)
+            self.groups[group].hosts.append(name)
+            host.groups.append(group)
+        return host
+
+    def parse_document(self, data: Any) -> None:
+        if not data:
+            raise self.error("the inventory is empty", None)
+        if not isinstance(data, dict):
+            raise self.error(
+                f"the top level must be a mapping of group names, not {_type_name(data)}", 1
+            )
+        if data.get("plugin"):
+            raise self.error(
+                "this is an inventory plugin configuration ('plugin:'), not a YAML inventory",
+                _line_of(data, "plugin"),
+            )
+        for name, group_data in data.items():
+            self._parse_group(name, group_data, _line_of(data, name))
+
+    def _parse_group(self, name: Any, data: Any, line: int | None) -> str:
+        if not isinstance(name, str) or not name:
+            raise self.error(f"group name {name!r} must be a non-empty string", line)
+        if data is not None and not isinstance(data, dict):
+            raise self.error(
+                f"group {name!r} must be a mapping with vars/children/hosts, "
+                f"not {_type_name(data)}",
+                line,
+            )
+        self._add_group(name, line)
+        if data is None:
+            return name
+        for key, value in data.items():
+            key_line = _line_of(data, key)
+            if key not in _SECTIONS:
+                raise self.error(
+                    f"unexpected key {key!r} in group {name!r}: only vars, children and hosts "
+                    "are allowed",
+                    key_line,
+                )
+            if isinstance(value, str):  # Ansible accepts "hosts: node01" for one entry
+                value = _Mapping({value: None})
+                value.lines = {next(iter(value)): key_line or 0}
+            if value is None:
+                continue
+            if not isinstance(value, dict):
+                raise self.error(
+                    f"{key!r} of group {name!r} must be a mapping, not {_type_name(value)} "
+                    f"(write 'name:' entries, not '- name')",
+                    key_line,
+                )
+            if key == "vars":
+                self._set_group_vars(self.groups[name], value)
+            elif key == "children":
+                for child, child_data in value.items():
+                    child_line = _line_of(value, child)
+                    child_name = self._parse_group(child, child_data, child_line)
+                    self._add_child(name, child_name, child_line)
+            else:
+                for pattern, host_vars in value.items():
+                    self._parse_host(name, pattern, host_vars, _line_of(value, pattern))
+        return name
+
+    def _set_group_vars(self, group: _Group, variables: dict[Any, Any]) -> None:
+        for key, value in variables.items():
+            line = _line_of(variables, key)
+            if key == "ansible_group_priority":
+                group.priority = self._priority(group.name, value, line)
+                continue
+            group.vars[str(key)] = value
+            group.var_lines[str(key)] = line
+
+    def _priority(self, group: str, value: Any, line: int | None) -> int:
+        if isinstance(value, bool) or not isinstance(value, (int, str)):
+            raise self.error(
+                f"ansible_group_priority of group {group!r} must be an integer, not {value!r}",
+                line,
+            )
+        try:
+            return int(value)
+        except ValueError:
+            raise self.error(
+                f"ansible_group_priority of group {group!r} must be an integer, not {value!r}",
+                line,
+            ) from None
+
+    def _parse_host(self, group: str, pattern: Any, variables: Any, line: int | None) -> None:
+        if not isinstance(pattern, str) or not pattern:
+            raise self.error(
+                f"host name {pattern!r} in group {group!r} must be a string "
+                "(quote numbers and addresses)",
+                line,
+            )
+        variables = variables or {}
+        if not isinstance(variables, dict):
+            raise self.error(
+                f"host {pattern!r} in group {group!r} must map to its variables "
+                f"(or nothing), not {_type_name(variables)}",
+                line,
+            )
+        address, port = _split_port(pattern)
+        names = _expand_ranges(address, lambda message: self.error(message, line))
+        for host_name in names:
+            host = self._add_host(host_name, group, port, line)
+            for key, value in variables.items():
+                host.vars[str(key)] = value
+                host.var_lines[str(key)] = _line_of(variables, key)
+
+    # -- after parsing: what InventoryData.reconcile_inventory and the vars manager do --
+
+    def resolve(self) -> Inventory:
+        if not self.hosts:
+            raise self.error("the inventory defines no hosts", None)
+        for name in self.hosts:
+            if name in self.groups:
+                raise self.error(
+                    f"{name!r} is both a host and a group; Ansible would apply the host's "
+                    "variables to the group, rename one of them",
+                    self.hosts[name].line,
+                )
+        for group in list(self.groups.values()):
+            if group.name != "all" and not group.parents:
+                self._add_child("all", group.name, group.line)
+
+        depths: dict[str, int] = {}
+        ancestors: dict[str, frozenset[str]] = {}
+        for name in self.groups:
+            self._depth(name, depths)
+            self._ancestors(name, ancestors)
+
+        ungrouped = self.groups["ungrouped"]
+        for host in self.hosts.values():
+            direct = [g for g in host.groups if g not in ("all", "ungrouped")]
+            if direct and "ungrouped" in host.groups:
+                host.groups.remove("ungrouped")
+                ungrouped.hosts.remove(host.name)
+            elif not direct and "ungrouped" not in host.groups:
+                host.groups.append("ungrouped")
+                ungrouped.hosts.append(host.name)
+
+        members: dict[str, list[str]] = {name: [] for name in self.groups}
+        merged_cache: dict[tuple[str, ...], tuple[dict[str, Any], dict[str, int | None]]] = {}
+        hosts: dict[str, Host] = {}
+        for host in self.hosts.values():
+            all_groups: set[str] = set()
+            for group_name in host.groups:
+                all_groups.add(group_name)
+                all_groups.update(ancestors[group_name])
+            for group_name in all_groups:
+                members[group_name].append(host.name)
+            # Ansible merges group vars by (depth, ansible_group_priority, name), host vars last.
+            order = tuple(sorted(all_groups, key=lambda g: (depths[g], self.groups[g].priority, g)))
+            if order not in merged_cache:
+                merged_cache[order] = self._merge_group_vars(order)
+            group_vars, group_lines = merged_cache[order]
+            variables = {**group_vars, **host.vars}
+            lines = {**group_lines, **host.var_lines}
+            hosts[host.name] = Host(
+                name=host.name,
+                groups=tuple(sorted(all_groups - {"all"})),
+                vars=variables,
+                target=_target(host.name, variables, lines, self.source),
+            )
+        return Inventory(source=self.source, hosts=hosts, groups=members)
+
+    def _merge_group_vars(
+        self, order: Iterable[str]
+    ) -> tuple[dict[str, Any], dict[str, int | None]]:
+        variables: dict[str, Any] = {}
+        lines: dict[str, int | None] = {}
+        for name in order:
+            variables.update(self.groups[name].vars)
+            lines.update(self.groups[name].var_lines)
+        return variables, lines
+
+    def _depth(self, name: str, depths: dict[str, int]) -> int:
+        """Longest path from ``all``; loops were refused while adding children."""
+        if name not in depths:
+            parents = self.groups[name].parents
+            depths[name] = 1 + max(self._depth(p, depths) for p in parents) if parents else 0
+        return depths[name]
+
+    def _ancestors(self, name: str, memo: dict[str, frozenset[str]]) -> frozenset[str]:
+        if name not in memo:
+            found: set[str] = set()
+            for parent in self.groups[name].parents:
+                found.add(parent)
+                found.update(self._ancestors(parent, memo))
+            memo[name] = frozenset(found)
+        return memo[name]
+
+
+def _line_of(mapping: Any, key: Any) -> int | None:
+    lines = getattr(mapping, "lines", None)
+    return lines.get(key) if lines else None
+
+
+_TYPE_NAMES = {list: "a list", str: "a string", int: "a number", float: "a number", bool: "a bool"}
+
+
+def _type_name(value: Any) -> str:
+    return _TYPE_NAMES.get(type(value), type(value).__name__)
+
+
+# --------------------------------------------------------------------------------------------
+# Connection variables -> Target
+
+_CONNECTIONS = {
+    "ssh": "ssh",
+    "paramiko": "ssh",
+    "paramiko_ssh": "ssh",
+    "smart": "ssh",
+    "ansible.builtin.ssh": "ssh",
+    "ansible.builtin.paramiko_ssh": "ssh",
+    "local": "local",
+    "ansible.builtin.local": "local",
+}
+_AUTO_INTERPRETERS = ("auto", "auto_silent", "auto_legacy", "auto_legacy_silent")
+_TRUE = frozenset(("y", "yes", "on", "1", "true", "t"))
+_FALSE = frozenset(("n", "no", "off", "0", "false", "f"))
+_TEMPLATE_MARKERS = ("{{", "{%", "{#")
+
+
+class _Vars:
+    """Reads the connection variables of one host and reports problems with their lines."""
+
+    def __init__(
+        self, host: str, variables: dict[str, Any], lines: dict[str, int | None], source: str
+    ) -> None:
+        self.host = host
+        self.variables = variables
+        self.lines = lines
+        self.source = source
+
+    def error(self, name: str, message: str) -> InventoryError:
+        return InventoryError(
+            f"host {self.host!r}: {name} {message}", source=self.source, line=self.lines.get(name)
+        )
+
+    def pick(self, *names: str) -> tuple[str, Any]:
+        """The variable that ansible-core's connection plugins use: the *last* of ``names`` that
+        is set and not null (``ansible_ssh_host`` beats ``ansible_host`` wherever each is set)."""
+        chosen: tuple[str, Any] = (names[0], None)
+        for name in names:
+            value = self.variables.get(name)
+            if value is not None:
+                chosen = (name, value)
+        name, value = chosen
+        if isinstance(value, _Vaulted):
+            raise self.error(name, "is vault-encrypted; vault values are not supported")
+        if (
+            isinstance(value, str)
+            and not isinstance(value, _Unsafe)
+            and any(marker in value for marker in _TEMPLATE_MARKERS)
+        ):
+            raise self.error(name, f"is templated ({value!r}): templated values are not supported")
+        return chosen
+
+    def text(self, *names: str) -> str | None:
+        name, value = self.pick(*names)
+        if value is None:
+            return None
+        if isinstance(value, bool) or not isinstance(value, (str, int)):
+            raise self.error(name, f"must be a string, not {value!r}")
+        return str(value)
+
+    def port(self) -> int | None:
+        name, value = self.pick("ansible_port", "ansible_ssh_port")
+        if value is None:
+            return None
+        if isinstance(value, str) and value.strip().isdigit():
+            value = int(value)
+        if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 65535:
+            raise self.error(name, f"is not a valid TCP port (1-65535): {value!r}")
+        return value
+
+    def boolean(self, name: str) -> bool:
+        _, value = self.pick(name)
+        if value is None:
+            return False
+        if isinstance(value, bool):
+            return value
+        normalized = value.strip().lower() if isinstance(value, str) else value
+        if normalized in _TRUE or normalized in (1, 1.0):
+            return True
+        if normalized in _FALSE or normalized in (0, 0.0):
+            return False
+        raise self.error(name, f"must be a boolean (true/false, yes/no, 1/0), not {value!r}")
+
+
+def _target(
+    host: str, variables: dict[str, Any], lines: dict[str, int | None], source: str
+) -> Target:
+    read = _Vars(host, variables, lines, source)
+    connection_name, connection = read.pick("ansible_connection")
+    if connection is None:
+        transport = "ssh"
+    elif isinstance(connection, str) and connection in _CONNECTIONS:
+        transport = _CONNECTIONS[connection]
+    else:
+        raise read.error(
+            connection_name, f"is {connection!r}; vlcalc supports ssh, paramiko, smart and local"
+        )
+    python = read.text("ansible_python_interpreter") or "python3"
+    if python in _AUTO_INTERPRETERS:
+        python = "python3"
+    return Target(
+        name=host,
+        host=read.text("ansible_host", "ansible_ssh_host") or host,
+        port=read.port(),
+        user=read.text("ansible_user", "ansible_ssh_user"),
+        key_file=read.text("ansible_private_key_file", "ansible_ssh_private_key_file"),
+        connection=transport,
+        python=python,
+        become=read.boolean("ansible_become"),
+        become_user=read.text("ansible_become_user"),
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# Public entry points
+
+
+def parse_inventory(text: str, source: str) -> Inventory:
+    """Resolve the Ansible YAML inventory in ``text``; ``source`` names it in errors.
+
+    Example: ``parse_inventory("kvm:\\n  hosts:\\n    node01:\\n", "inv.yaml").groups["kvm"]``
+    is ``["node01"]``.
+    """
+    builder = _Builder(source)
+    builder.parse_document(_load_yaml(text, source))
+    return builder.resolve()
+
+
+def load_inventory(path: str | Path) -> Inventory:
+    """Read and resolve the inventory file at ``path`` (UTF-8)."""
+    source = str(path)
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError as exc:
+        raise InventoryError("inventory file not found", source=source) from exc
+    except IsADirectoryError as exc:
+        raise InventoryError("is a directory, not an inventory file", source=source) from exc
+    except UnicodeDecodeError as exc:
+        raise InventoryError(f"not UTF-8 text: {exc.reason}", source=source) from exc
+    except OSError as exc:
+        raise InventoryError(f"cannot read: {exc.strerror or exc}", source=source) from exc
+    return parse_inventory(text, source)
+
+
+# --------------------------------------------------------------------------------------------
+# --limit patterns
+
+_SUBSCRIPT = re.compile(r"^(.+)\[(?:(-?[0-9]+)|([0-9]+)([:-])([0-9]*))\]$")
+_COLON_SEPARATED = re.compile(r"(?:[^\s:\[\]]|\[[^\]]*\])+")
+
+
+def _split_limit(limit: str) -> list[str]:
+    """``"kvm:!node03"`` -> ``["kvm", "!node03"]``.  Commas always separate; colons only when the
+    whole string is not a host address such as ``node01:22`` or ``node[1:3]``."""
+    if "," in limit:
+        parts = limit.split(",")
+    elif _is_address(_split_port(limit)[0]):
+        parts = [limit]
+    else:
+        parts = _COLON_SEPARATED.findall(limit)
+    return [part.strip() for part in parts if part.strip()]
+
+
+def select(inventory: Inventory, limit: str | None) -> list[Host]:
+    """The hosts an Ansible ``--limit`` of ``limit`` picks, in Ansible's order; ``None`` (or an
+    empty limit) selects every host.
+
+    Patterns are host or group names, globs (``node0*``), regexes (``~node0[1-3]``), ``all``,
+    exclusions (``!rack2``), intersections (``&kvm``) and subscripts (``kvm[0:2]``), separated by
+    commas or colons: ``select(inv, "kvm:&rack1:!node03.example")``.  A pattern that matches no
+    host or group, or a limit that selects no host, raises :class:`InventoryError`.
+    """
+    patterns = _split_limit(limit or "")
+    regular = [p for p in patterns if p[0] not in "!&"]
+    ordered = (
+        (regular or ["all"])
+        + [p for p in patterns if p[0] == "&"]
+        + [p for p in patterns if p[0] == "!"]
+    )
+    chosen: list[str] = []
+    for pattern in ordered:
+        if pattern in inventory.hosts:
+            if pattern not in chosen:
+                chosen.append(pattern)
+            continue
+        matched = _match_pattern(inventory, pattern)
+        if pattern[0] == "!":
+            drop = set(matched)
+            chosen = [h for h in chosen if h not in drop]
+        elif pattern[0] == "&":
+            keep = set(matched)
+            chosen = [h for h in chosen if h in keep]
+        else:
+            seen = set(chosen)
+            chosen.extend(h for h in matched if h not in seen)
+    if not chosen:
+        raise InventoryError(f"--limit {limit!r} selects no hosts", source=inventory.source)
+    return [inventory.hosts[name] for name in chosen]
+
+
+def _match_pattern(inventory: Inventory, pattern: str) -> list[str]:
+    """Host names for one pattern without its ``!``/``&``, as Ansible's ``_match_one_pattern``."""
+    expression = pattern[1:] if pattern[0] in "!&" else pattern
+    subscript: tuple[int, int | None] | None = None
+    if expression[0] != "~":
+        match = _SUBSCRIPT.match(expression)
+        if match:
+            expression, index, start, _, end = match.groups()
+            subscript = (int(index), None) if index else (int(start), int(end) if end else -1)
+    try:
+        source = expression[1:] if expression[0] == "~" else fnmatch.translate(expression)
+        regex = re.compile(source)
+    except re.error as exc:
+        raise InventoryError(
+            f"--limit pattern {pattern!r} is not a valid regular expression: {exc}",
+            source=inventory.source,
+        ) from exc
+
+    names: list[str] = []
+    groups = [g for g in inventory.groups if regex.match(g)]
+    for group in groups:
+        names.extend(inventory.groups[group])
+    if not groups or expression[0] == "~" or any(c in expression for c in ".?*["):
+        names.extend(h for h in inventory.hosts if regex.match(h))
+    names = list(dict.fromkeys(names))
+    if not names and not groups:
+        raise InventoryError(
+            f"--limit pattern {pattern!r} matches no host or group", source=inventory.source
+        )
+    if subscript and names:
+        first, last = subscript
+        try:
+            if last:
+                names = names[first : (len(names) - 1 if last == -1 else last) + 1]
+            else:
+                names = [names[first]]
+        except IndexError:
+            raise InventoryError(
+                f"--limit pattern {pattern!r}: subscript out of range ({len(names)} hosts)",
+                source=inventory.source,
+            ) from None
+    return names
