@@ -1,0 +1,5 @@
+"""``python -m vlcalc``."""
+
+from vlcalc.cli import main
+
+main()

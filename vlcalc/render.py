@@ -1,0 +1,286 @@
+"""Rendering reports and checks for people and for other programs.
+
+Node names, hostnames and messages come from inventories and from nodes: they are always passed to
+rich as :class:`rich.text.Text` (never parsed as markup) and escaped in Markdown.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Sequence
+from typing import Any
+
+from rich.console import Console, Group
+from rich.table import Table
+from rich.text import Text
+
+from vlcalc.documents import NodeRecord
+from vlcalc.report import CheckResult, Report, check_json, report_json, vl_columns
+from vlcalc.vl import VLSet
+
+FORMATS = ("table", "json", "markdown", "qemu", "libvirt", "kvm")
+CHECK_FORMATS = ("table", "json", "markdown")
+PROFILE_THRESHOLD = 40  # above this many nodes, the matrix shows one row per distinct set
+_HAVE, _LACK = "●", "·"
+
+
+def make_console(file: Any = None, *, width: int | None = None) -> Console:
+    """A console that never interprets data as markup, emoji or highlights."""
+    return Console(
+        file=file, markup=False, emoji=False, highlight=False, width=width, soft_wrap=False
+    )
+
+
+def as_json(document: dict[str, Any]) -> str:
+    return json.dumps(document, indent=2) + "\n"
+
+
+def kvm_text(vls: VLSet) -> str:
+    return "KVM_REG_ARM64_SVE_VLS = " + " ".join(vls.hex_words()) + "\n"
+
+
+def render_report(report: Report, fmt: str) -> str | None:
+    """Plain-text formats as a string; ``None`` for ``table`` (printed with rich)."""
+    answer = report.answer
+    if fmt == "json":
+        return as_json(report_json(report))
+    if fmt == "markdown":
+        return report_markdown(report)
+    if fmt == "qemu":
+        return f"-cpu {answer.vls.qemu_cpu()}\n"
+    if fmt == "libvirt":
+        return answer.vls.libvirt_xml() + "\n"
+    if fmt == "kvm":
+        return kvm_text(answer.vls)
+    return None
+
+
+# -- rich table -----------------------------------------------------------------------------------
+def _names(names: Sequence[str], most: int = 6) -> str:
+    shown = ", ".join(names[:most])
+    return shown + (f", ... (+{len(names) - most})" if len(names) > most else "")
+
+
+def _headline(report: Report) -> Text:
+    answer = report.answer
+    text = Text()
+    text.append("Cluster VL set: ", style="bold")
+    if answer.vls:
+        text.append(str(answer.vls), style="bold green")
+        text.append(f"  (max VL {answer.vls.max_vl} bits)")
+    else:
+        text.append("SVE off", style="bold yellow")
+        text.append("  (no VL set runs on every node)")
+    text.append(f"\n{answer.probed} of {len(report.nodes)} nodes probed")
+    if not answer.complete:
+        text.append(
+            f"; {len(answer.unprobed)} not probed: the answer may be too large", style="red"
+        )
+    if answer.naive_differs:
+        text.append(
+            f"\nThe plain intersection would be {answer.naive_intersection} — wrong: KVM gives a "
+            "guest only a prefix of each host's set",
+            style="yellow",
+        )
+    if report.require_vl is not None:
+        met = report.requirement_met
+        text.append(
+            f"\nRequired VL {report.require_vl}: {'met' if met else 'NOT met'}",
+            style="green" if met else "bold red",
+        )
+    return text
+
+
+def _matrix(report: Report) -> Table:
+    columns = vl_columns(report.nodes)
+    in_cluster = set(report.answer.vls.vls())
+    blamed = report.limiting()
+    grouped = len(report.nodes) > PROFILE_THRESHOLD
+    table = Table(title="Nodes x vector lengths (● offered, · not)", title_justify="left")
+    table.add_column("Nodes" if grouped else "Node", overflow="fold")
+    table.add_column("Status")
+    for vl in columns:
+        table.add_column(str(vl), justify="center", style="green" if vl in in_cluster else None)
+    table.add_column("Limits / error", overflow="fold")
+    # Large fleets: one row per identical (status, set, limits, error kind), so 1,000 nodes with a
+    # few hardware profiles stay a few rows.
+    rows: dict[tuple[str, int, str], list[NodeRecord]] = {}
+    for node in report.nodes:
+        mask = -1 if node.vls is None else node.vls.mask
+        detail = (
+            (node.error_kind if grouped else f"{node.error_kind}: {node.error_message}")
+            if node.error_kind
+            else ", ".join(blamed.get(node.name, []))
+        )
+        key = (node.status, mask, detail) if grouped else (node.name, mask, detail)
+        rows.setdefault(key, []).append(node)
+    for (_, mask, detail), members in rows.items():
+        names = [node.name for node in members]
+        label = f"{len(names)}: {_names(names)}" if grouped else names[0]
+        status = members[0].status
+        cells = [_HAVE if mask >= 0 and vl in VLSet(mask) else _LACK for vl in columns]
+        style = "red" if status == "error" else "yellow" if blamed.get(names[0]) else ""
+        table.add_row(Text(label), Text(status, style=style), *cells, Text(detail))
+    return table
+
+
+def _limits(report: Report) -> Text:
+    text = Text()
+    if not report.answer.limits:
+        text.append("Limits: none — every node offers the same set\n", style="green")
+        return text
+    text.append("Why the set is not larger:\n", style="bold")
+    for limit in report.answer.limits:
+        text.append(
+            f"  • {limit.kind}: " if limit.binding else f"  • then {limit.kind}: ", style="bold"
+        )
+        text.append(limit.message + "\n")
+    return text
+
+
+def _settings(vls: VLSet) -> Text:
+    text = Text()
+    text.append("Settings that give a guest exactly this set on every node:\n", style="bold")
+    text.append("  QEMU     ", style="bold")
+    text.append(f"-cpu {vls.qemu_cpu()}\n")
+    text.append("  KVM      ", style="bold")
+    text.append(kvm_text(vls))
+    text.append("  libvirt\n", style="bold")
+    for line in vls.libvirt_xml().splitlines():
+        text.append(f"    {line}\n")
+    return text
+
+
+def _ladder(report: Report, most: int = 8) -> Table:
+    total = report.answer.probed
+    table = Table(
+        title="Capacity ladder: each VL set and the nodes that accept it", title_justify="left"
+    )
+    table.add_column("Max VL", justify="right")
+    table.add_column("VL set")
+    table.add_column("Nodes", justify="right")
+    table.add_column("Which", overflow="fold")
+    for rung in report.answer.ladder[:most]:
+        table.add_row(
+            str(rung.vls.max_vl),
+            str(rung.vls),
+            f"{len(rung.nodes)}/{total}",
+            Text(_names(rung.nodes)),
+        )
+    return table
+
+
+def print_report(report: Report, console: Console) -> None:
+    parts: list[Any] = [_headline(report), Text(""), _matrix(report), Text(""), _limits(report)]
+    parts.append(_settings(report.answer.vls))
+    if len(report.answer.ladder) > 1:
+        parts.append(_ladder(report))
+    console.print(Group(*parts))
+
+
+def print_check(result: CheckResult, console: Console) -> None:
+    table = Table(
+        title=f"Can a guest with VL set {result.requested} run here?", title_justify="left"
+    )
+    table.add_column("Node", overflow="fold")
+    table.add_column("Verdict")
+    table.add_column("Reason", overflow="fold")
+    styles = {"accept": "green", "reject": "bold red", "unknown": "yellow"}
+    for item in result.verdicts:
+        table.add_row(
+            Text(item.node.name), Text(item.verdict, style=styles[item.verdict]), Text(item.reason)
+        )
+    summary = Text(
+        f"{result.count('accept')} accept, {result.count('reject')} reject, "
+        f"{result.count('unknown')} unknown; use -cpu {result.requested.qemu_cpu()}\n"
+    )
+    console.print(Group(table, summary))
+
+
+def render_check(result: CheckResult, fmt: str) -> str | None:
+    if fmt == "json":
+        return as_json(check_json(result))
+    if fmt == "markdown":
+        lines = [
+            f"# Migration check for VL set {result.requested}",
+            "",
+            "| Node | Verdict | Reason |",
+            "|---|---|---|",
+        ]
+        lines += [f"| {md(i.node.name)} | {i.verdict} | {md(i.reason)} |" for i in result.verdicts]
+        return "\n".join(lines) + "\n"
+    return None
+
+
+# -- markdown -------------------------------------------------------------------------------------
+_MD_SPECIAL = re.compile(r"([\\`*_{}\[\]<>()#+!|~])")
+
+
+def md(text: str | None) -> str:
+    """Escape text from nodes or inventories for a Markdown table cell."""
+    return _MD_SPECIAL.sub(r"\\\1", text or "")
+
+
+def report_markdown(report: Report) -> str:
+    answer = report.answer
+    columns = vl_columns(report.nodes)
+    blamed = report.limiting()
+    out = ["# vlcalc report", ""]
+    if answer.vls:
+        out.append(f"**Cluster VL set: {answer.vls}** (max VL {answer.vls.max_vl} bits)")
+    else:
+        out.append("**Cluster VL set: SVE off** (no VL set runs on every node)")
+    out.append("")
+    out.append(
+        f"{answer.probed} of {len(report.nodes)} nodes probed"
+        + ("" if answer.complete else "; the answer may be too large")
+        + "."
+    )
+    if answer.naive_differs:
+        out.append(
+            f"The plain intersection would be {answer.naive_intersection}, which KVM "
+            "would reject: a guest gets only a prefix of each host's set."
+        )
+    out += [
+        "",
+        "## Nodes",
+        "",
+        "| Node | Status | " + " | ".join(map(str, columns)) + " | Limits / error |",
+        "|---|---|" + "---|" * len(columns) + "---|",
+    ]
+    for node in report.nodes:
+        cells = [("x" if node.vls is not None and vl in node.vls else " ") for vl in columns]
+        detail = (
+            f"{node.error_kind}: {node.error_message}"
+            if node.error_kind
+            else ", ".join(blamed.get(node.name, []))
+        )
+        out.append(
+            f"| {md(node.name)} | {node.status} | " + " | ".join(cells) + f" | {md(detail)} |"
+        )
+    out += ["", "## Limits", ""]
+    out += [
+        f"- {'' if limit.binding else 'then '}**{limit.kind}**: {md(limit.message)}"
+        for limit in answer.limits
+    ] or ["- none"]
+    out += [
+        "",
+        "## Settings",
+        "",
+        "```",
+        f"-cpu {answer.vls.qemu_cpu()}",
+        kvm_text(answer.vls).rstrip(),
+        "```",
+        "",
+        "```xml",
+        answer.vls.libvirt_xml(),
+        "```",
+        "",
+        "## Ladder",
+        "",
+        "| Max VL | VL set | Nodes |",
+        "|---|---|---|",
+    ]
+    out += [f"| {rung.vls.max_vl} | {rung.vls} | {len(rung.nodes)} |" for rung in answer.ladder]
+    return "\n".join(out) + "\n"
