@@ -123,8 +123,11 @@ def example_fleet() -> dict[str, Any]:
         for i in range(1, 5)
     ]
     entries += [
-        ok_entry(f"sve384-{i:02d}", hardware_doc(f"sve384-{i:02d}", "vl384",
-                                                 kernel="6.12.48+deb12-arm64"), ["hpc", "newgen"])
+        ok_entry(
+            f"sve384-{i:02d}",
+            hardware_doc(f"sve384-{i:02d}", "vl384", kernel="6.12.48+deb12-arm64"),
+            ["hpc", "newgen"],
+        )
         for i in range(1, 3)
     ]
     return scan_doc(entries, inventory="inventories/example.yaml")

@@ -1,0 +1,182 @@
+"""The command line: every exit code, every format, every bad input gets one line and code 2."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from typer.testing import CliRunner
+
+from vlcalc.cli import app
+
+from fleet_fixtures import example_fleet, hardware_doc, mixed_fleet
+
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLE = str(ROOT / "inventories" / "example-scan.json")
+MIXED = str(ROOT / "inventories" / "mixed-fleet-scan.json")
+
+
+def run(*args: str) -> Any:
+    return CliRunner().invoke(app, list(args))
+
+
+def test_shipped_examples_are_what_the_fixtures_build() -> None:
+    assert json.loads(Path(EXAMPLE).read_text()) == example_fleet()
+    assert json.loads(Path(MIXED).read_text()) == mixed_fleet()
+
+
+def test_report_table_on_the_example() -> None:
+    result = run("report", EXAMPLE)
+    assert result.exit_code == 0, result.stderr
+    out = result.stdout
+    assert "Cluster VL set: 128,256" in out
+    assert "plain intersection would be 128,256,512" in out
+    assert "divergence" in out and "sve384-01" in out
+    assert "-cpu host,sve=on,sve128=on,sve256=on" in out
+    assert result.stderr == ""
+
+
+def test_report_json_on_the_mixed_fleet_agrees_with_the_table() -> None:
+    result = run("report", MIXED, "--format", "json")
+    assert result.exit_code == 4  # grace-01 unreachable: incomplete
+    doc = json.loads(result.stdout)
+    assert doc["schema"] == "vlcalc.report/1" and doc["complete"] is False
+    assert doc["cluster"]["vls"] == [] and doc["cluster"]["qemu"] == "host,sve=off"
+    status = {n["name"]: n["status"] for n in doc["nodes"]}
+    assert status == {
+        "a64fx-01": "ok",
+        "graviton3-01": "ok",
+        "graviton4-01": "ok",
+        "lab-384-01": "ok",
+        "altra-01": "no-sve",
+        "grace-01": "error",
+    }
+    kinds = [(limit["kind"], limit["nodes"], limit["binding"]) for limit in doc["limits"]]
+    assert kinds == [
+        ("no-sve", ["altra-01"], True),
+        ("max-vl", ["graviton4-01"], False),
+        ("unprobed", ["grace-01"], True),
+    ]
+    table = run("report", MIXED).stdout
+    for name, node_status in status.items():
+        assert name in table and node_status in table
+    assert "SVE off" in table and "SVE nodes alone could run 128" in table
+
+
+@pytest.mark.parametrize(
+    ("fmt", "expected"),
+    [
+        ("qemu", "-cpu host,sve=on,sve128=on,sve256=on\n"),
+        ("kvm", "KVM_REG_ARM64_SVE_VLS = 0x3 0x0 0x0 0x0 0x0 0x0 0x0 0x0\n"),
+        (
+            "libvirt",
+            "<cpu mode='host-passthrough' check='none'>\n  <feature policy='require' "
+            "name='sve128'/>\n  <feature policy='require' name='sve256'/>\n</cpu>\n",
+        ),
+    ],
+)
+def test_settings_formats(fmt: str, expected: str) -> None:
+    result = run("report", EXAMPLE, "-f", fmt)
+    assert (result.exit_code, result.stdout) == (0, expected)
+
+
+def test_markdown_escapes_node_text(tmp_path: Path) -> None:
+    doc = hardware_doc("evil|name*<b>", "a64fx")
+    (tmp_path / "n.json").write_text(json.dumps(doc))
+    result = run("report", str(tmp_path), "-f", "markdown")
+    assert result.exit_code == 0
+    assert "evil\\|name\\*\\<b\\>" in result.stdout
+    assert "**Cluster VL set: 128,256,512**" in result.stdout
+
+
+def test_table_never_reads_node_text_as_markup(tmp_path: Path) -> None:
+    (tmp_path / "n.json").write_text(json.dumps(hardware_doc("[bold red]x[/]", "a64fx")))
+    result = run("report", str(tmp_path))
+    assert "[bold red]x[/]" in result.stdout
+
+
+@pytest.mark.parametrize(("vl", "code"), [("256", 0), ("512", 1)])
+def test_require_vl(vl: str, code: int) -> None:
+    assert run("report", EXAMPLE, "--require-vl", vl).exit_code == code
+
+
+def test_require_vl_failure_wins_over_incomplete() -> None:
+    assert run("report", MIXED, "--require-vl", "128").exit_code == 1
+
+
+@pytest.mark.parametrize(
+    ("spec", "code", "verdicts"),
+    [
+        ("128,256", 0, {"accept": 6}),
+        ("sve128=on,sve256=on,sve512=on", 1, {"accept": 4, "reject": 2}),
+        ("0xf", 1, {"accept": 2, "reject": 4}),
+    ],
+)
+def test_check_on_the_example(spec: str, code: int, verdicts: dict[str, int]) -> None:
+    result = run("check", "--vls", spec, EXAMPLE, "-f", "json")
+    assert result.exit_code == code
+    doc = json.loads(result.stdout)
+    counts = {
+        k: doc[k.replace("accept", "accepted").replace("reject", "rejected")] for k in verdicts
+    }
+    assert counts == verdicts
+
+
+def test_check_reasons_and_unknown_nodes() -> None:
+    result = run("check", "--vls", "128", MIXED, "-f", "json")
+    assert result.exit_code == 1  # altra-01 rejects: it has no SVE at all
+    by_name = {n["name"]: n for n in json.loads(result.stdout)["nodes"]}
+    assert by_name["altra-01"]["verdict"] == "reject"
+    assert by_name["grace-01"]["verdict"] == "unknown"
+    assert by_name["a64fx-01"]["verdict"] == "accept"
+    off = run("check", "--vls", "sve=off", MIXED)
+    assert off.exit_code == 4 and "unknown" in off.stdout
+    md = run("check", "--vls", "128,256,512", EXAMPLE, "-f", "markdown")
+    assert md.exit_code == 1 and "| sve384-01 | reject |" in md.stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["report", "missing.json"], "missing.json: no such file or directory"),
+        (["report", EXAMPLE, "-f", "yaml"], "--format: unknown format 'yaml'"),
+        (["report", EXAMPLE, "--require-vl", "100"], "--require-vl: 100 is not a vector length"),
+        (["check", "--vls", "128,200", EXAMPLE], "--vls: 200 is not a vector length"),
+        (["check", "--vls", "", EXAMPLE], "--vls: empty VL set"),
+        (["check", "--vls", "128", EXAMPLE, "-f", "qemu"], "--format: unknown format 'qemu'"),
+    ],
+)
+def test_bad_input_is_one_line_and_exit_2(args: list[str], message: str) -> None:
+    result = run(*args)
+    assert result.exit_code == 2
+    assert result.stdout == ""
+    assert result.stderr == f"vlcalc: error: {message}" + result.stderr.split(message, 1)[1]
+    assert result.stderr.count("\n") == 1
+
+
+def test_usage_errors_exit_2() -> None:
+    assert run("report").exit_code == 2
+    assert run("check", EXAMPLE).exit_code == 2  # --vls missing
+    assert run("frobnicate").exit_code == 2
+
+
+def test_real_process_prints_no_traceback(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"schema": "vlcalc.scan/1", "nodes": 3}')
+    proc = subprocess.run(
+        [sys.executable, "-m", "vlcalc", "report", str(bad)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert proc.returncode == 2
+    assert "Traceback" not in proc.stderr
+    assert proc.stderr.startswith(f"vlcalc: error: {bad}: ")
+    version = subprocess.run(
+        [sys.executable, "-m", "vlcalc", "--version"], capture_output=True, text=True, check=True
+    )
+    assert version.stdout.startswith("vlcalc 0.")

@@ -1,0 +1,135 @@
+"""VL sets: the KVM bitmap layout, every input syntax, and the renderings."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from vlcalc.errors import SpecError
+from vlcalc.vl import VQ_MAX, VLSet, parse_spec
+
+vq_sets = st.sets(st.integers(min_value=1, max_value=VQ_MAX), max_size=40)
+
+
+@pytest.mark.parametrize(
+    ("vls", "word0"),
+    [
+        ([128, 256, 512], 0xB),  # A64FX, domain.md
+        ([128, 256, 384, 512], 0xF),
+        ([128, 256, 384], 0x7),
+        ([128, 256, 512, 1024, 2048], 0x808B),  # seen in the lab
+        ([128 * vq for vq in range(1, 17)], 0xFFFF),
+    ],
+)
+def test_word0_matches_kvm_layout(vls: list[int], word0: int) -> None:
+    assert VLSet.from_vls(vls).words() == [word0, 0, 0, 0, 0, 0, 0, 0]
+
+
+def test_high_vqs_land_in_later_words() -> None:
+    # vq 65 is bit 0 of word 1; vq 512 is bit 63 of word 7 (KVM_ARM64_SVE_VQ_MAX).
+    assert VLSet.from_vqs([65]).words()[1] == 1
+    assert VLSet.from_vqs([512]).words()[7] == 1 << 63
+    assert VLSet.from_vqs([512]).max_vl == 65536
+
+
+@given(vq_sets)
+def test_words_and_vls_round_trip(vqs: set[int]) -> None:
+    vls = VLSet.from_vqs(vqs)
+    assert VLSet.from_words(vls.words()) == vls
+    assert VLSet.from_vls(vls.vls()) == vls
+    assert vls.vqs() == sorted(vqs)
+    assert parse_spec(",".join(vls.hex_words())) == vls
+
+
+@given(st.sets(st.integers(min_value=1, max_value=16), min_size=1))
+def test_qemu_and_libvirt_renderings_parse_back(vqs: set[int]) -> None:
+    vls = VLSet.from_vqs(vqs)
+    assert parse_spec(vls.qemu_cpu()) == vls
+    assert parse_spec(vls.libvirt_xml()) == vls
+    assert parse_spec(str(vls)) == vls
+
+
+@pytest.mark.parametrize(
+    ("text", "vls"),
+    [
+        ("128,256,512", [128, 256, 512]),
+        (" 512, 128 ,256 ", [128, 256, 512]),
+        ("128 256", [128, 256]),
+        ("0xb", [128, 256, 512]),
+        ("0XF", [128, 256, 384, 512]),
+        ("0xb,0,0,0,0,0,0,0".replace(",0", ",0x0"), [128, 256, 512]),
+        ("0x0,0x1,0x0,0x0,0x0,0x0,0x0,0x0", [65 * 128]),
+        ("sve128=on,sve256=on", [128, 256]),
+        ("host,sve=on,sve128=on,sve256=on,sve512=off", [128, 256]),
+        ("max,sve-max-vq=4", [128, 256, 384, 512]),
+        ("sve=off", []),
+        ("none", []),
+        ("host,sve=off", []),
+        (
+            "<cpu mode='host-passthrough'><feature policy='require' name='sve128'/>"
+            "<feature policy='require' name='sve256'/><feature policy='disable' name='sve512'/>"
+            "<feature policy='require' name='pmu'/></cpu>",
+            [128, 256],
+        ),
+        ("<domain><cpu><feature policy='disable' name='sve'/></cpu></domain>", []),
+    ],
+)
+def test_parse_spec_syntaxes(text: str, vls: list[int]) -> None:
+    assert parse_spec(text).vls() == vls
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("", "empty VL set"),
+        ("100", "100 is not a vector length"),
+        ("128,abc", "'abc' is not a VL in bits"),
+        ("0", "0 is not a vector length"),
+        (str(128 * 513), "is not a vector length"),
+        ("0xb,0x0", "1 word (word 0) or all 8 words"),
+        ("0xzz", "not a hexadecimal bitmap word"),
+        ("0x10000000000000000", "exceeds 64 bits"),
+        ("sve128=maybe", "is not an SVE property"),
+        ("sve100=on", "not a multiple of 128"),
+        ("sve128=on,sve128=off", "both on and off"),
+        ("sve=off,sve128=on", "sve=off together with sve128=on"),
+        ("sve-max-vq=17", "sve-max-vq takes 1..16"),
+        ("<cpu><feature", "does not parse"),
+        ("<domain/>", "no <cpu> element"),
+        ("<cpu><feature policy='require' name='pmu'/></cpu>", "requires no sveN feature"),
+        ("<cpu><feature policy='sometimes' name='sve128'/></cpu>", "unknown policy"),
+        ('<!DOCTYPE x [<!ENTITY a "b">]><cpu/>', "DOCTYPE or ENTITY"),
+    ],
+)
+def test_parse_spec_errors_name_the_bad_part(text: str, message: str) -> None:
+    with pytest.raises(SpecError) as caught:
+        parse_spec(text, source="--vls")
+    assert message in str(caught.value)
+    assert str(caught.value).startswith("--vls: ")
+    assert "\n" not in str(caught.value)
+
+
+def test_prefixes_are_what_kvm_can_give() -> None:
+    host = VLSet.from_vls([128, 256, 384, 512])
+    assert [str(p) for p in host.prefixes()] == ["128,256,384,512", "128,256,384", "128,256", "128"]
+
+
+def test_renderings() -> None:
+    vls = VLSet.from_vls([128, 256])
+    assert vls.qemu_cpu() == "host,sve=on,sve128=on,sve256=on"
+    assert VLSet().qemu_cpu() == "host,sve=off"
+    assert "<feature policy='require' name='sve256'/>" in vls.libvirt_xml()
+    assert "name='sve'" in VLSet().libvirt_xml()
+    assert vls.hex_words() == ["0x3"] + ["0x0"] * 7
+    assert str(VLSet()) == "none"
+    assert 256 in vls and 384 not in vls and 100 not in vls
+
+
+def test_out_of_range_values_are_refused() -> None:
+    with pytest.raises(ValueError):
+        VLSet(1 << VQ_MAX)
+    with pytest.raises(ValueError):
+        VLSet.from_vls([192])
+    with pytest.raises(ValueError):
+        VLSet.from_words([0] * 9)
