@@ -1,0 +1,538 @@
+"""Build the boot images of the lab's emulated arm64 nodes from Debian 12 packages.
+
+Everything comes from the Debian archive through ``apt-get`` with a private state (its own lists,
+cache and sources under the lab cache), so the host's dpkg database is never read or written and
+the host can be any Debian-like amd64 machine.  The result per kernel line is a ``vmlinuz`` and an
+uncompressed newc initramfs holding busybox, dropbear, a minimal Python 3.11 and the virtio network
+modules.  SSH keys are not baked in: :func:`key_overlay` makes a small second archive per fleet
+that the kernel unpacks on top, so one cached image serves every fleet.
+
+Layout of the cache (``$VLCALC_LAB_CACHE`` or ``~/.cache/vlcalc-lab``)::
+
+    apt/      private apt lists, cache and sources
+    debs/     downloaded .deb files
+    staging/  one ``dpkg -x`` tree per .deb
+    images/   <kernel line>/{vmlinuz, initramfs.cpio, manifest.json}
+"""
+
+from __future__ import annotations
+
+import json
+import lzma
+import os
+import shutil
+import stat
+import subprocess
+import sys
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from vlcalc.lab import cpio
+from vlcalc.lab.errors import CommandError, LabError
+
+# Bump when the image contents change, so cached images are rebuilt.
+BUILDER_VERSION = 3
+
+# The kernel lines a node can boot, each named by the meta package that points at its newest
+# build.  6.1 is bookworm's own kernel; 6.12 comes from bookworm's backported line.
+KERNEL_META_PACKAGES = {"6.1": "linux-image-arm64", "6.12": "linux-image-6.12-arm64"}
+DEFAULT_KERNEL = "6.1"
+
+# Order matters: busybox insmod does not resolve dependencies.  Modules a kernel line builds in
+# (6.12 has virtio_pci built in) are simply absent from its package and skipped.
+NETWORK_MODULES = (
+    "failover",
+    "net_failover",
+    "virtio_pci_legacy_dev",
+    "virtio_pci_modern_dev",
+    "virtio_pci",
+    "virtio_net",
+)
+
+USERLAND_PACKAGES = (
+    "busybox-static",
+    "dropbear-bin",
+    "libtomcrypt1",
+    "libtommath1",
+    "libgmp10",
+    "libcrypt1",
+    "python3.11-minimal",
+    "libpython3.11-minimal",
+    "libpython3.11-stdlib",
+    "libc6",
+    "zlib1g",
+    "libexpat1",
+)
+
+# sudo lets the unprivileged ``probe`` user test vlcalc's become path (``sudo -n``).
+SUDO_PACKAGES = (
+    "sudo",
+    "libaudit1",
+    "libcap-ng0",
+    "libselinux1",
+    "libpcre2-8-0",
+    "libpam0g",
+    "libpam-modules",
+)
+
+# From libpython3.11-stdlib only what the probe needs beyond python3.11-minimal: json.
+STDLIB_EXTRAS = ("json",)
+
+PROBE_UID = 1000
+KVM_GID = 993
+READY_MARKER = "VLCALC-LAB-READY"
+HOSTKEY_MARKER = "VLCALC-LAB-HOSTKEY"
+
+# Never needed on a node; gconv alone is 20 MB.
+_EXCLUDED_PREFIXES = (
+    "usr/share/",
+    "usr/lib/aarch64-linux-gnu/gconv/",
+    "etc/init.d/",
+    "etc/default/",
+    "usr/lib/systemd/",
+    "usr/lib/tmpfiles.d/",
+    "etc/sudoers",
+    "etc/pam.d/",
+    "usr/sbin/visudo",
+    "usr/bin/sudoreplay",
+    "usr/sbin/sudo_",
+)
+
+
+def cache_dir() -> Path:
+    """``$VLCALC_LAB_CACHE``, else ``~/.cache/vlcalc-lab``: outside the repository on purpose."""
+    configured = os.environ.get("VLCALC_LAB_CACHE")
+    return Path(configured) if configured else Path.home() / ".cache" / "vlcalc-lab"
+
+
+# ---------------------------------------------------------------------------------------------
+# Pure helpers
+
+
+def apt_options(apt_dir: Path) -> list[str]:
+    """apt options for a private arm64 state under ``apt_dir``; the host's dpkg is never used."""
+    return [
+        "-oAPT::Architecture=arm64",
+        "-oAPT::Architectures=arm64",
+        f"-oDir::State::Lists={apt_dir / 'lists'}",
+        f"-oDir::Cache={apt_dir / 'cache'}",
+        "-oDir::State::Status=/dev/null",
+        f"-oDir::Etc::SourceList={apt_dir / 'sources.list'}",
+        f"-oDir::Etc::SourceParts={apt_dir / 'sources.list.d'}",
+        # Downloads land in dirs owned by the caller; the _apt sandbox user could not write them.
+        "-oAPT::Sandbox::User=root",
+        "-oDebug::NoLocking=1",
+        "-qq",
+    ]
+
+
+def is_debian_source(name: str, text: str) -> bool:
+    """Whether a host apt source file is a Debian 12 archive worth reusing for arm64.
+
+    Third-party repositories (cloud SDKs, node) are skipped: they may have no arm64 index and the
+    lab must only talk to the Debian archive.
+    """
+    if not (name.endswith(".list") or name.endswith(".sources")):
+        return False
+    return "bookworm" in text and "debian" in text
+
+
+def kernel_package_from_depends(output: str) -> str:
+    """The versioned kernel package a meta package depends on.
+
+    ``apt-cache depends linux-image-arm64`` prints ``  Depends: linux-image-6.1.0-56-arm64``;
+    the answer is ``linux-image-6.1.0-56-arm64``.
+    """
+    for line in output.splitlines():
+        key, _, value = line.strip().partition(":")
+        value = value.strip()
+        if key == "Depends" and value.startswith("linux-image-") and value.endswith("-arm64"):
+            return value
+    raise LabError(f"no versioned linux-image package in apt-cache output:\n{output}")
+
+
+def kernel_release(package: str) -> str:
+    """``linux-image-6.12.117+deb12-arm64`` -> ``6.12.117+deb12-arm64`` (the modules dir name)."""
+    return package.removeprefix("linux-image-")
+
+
+def package_of_deb(filename: str) -> str:
+    """``libc6_2.36-9+deb12u14_arm64.deb`` -> ``libc6``."""
+    return filename.split("_", 1)[0]
+
+
+def normalise_path(relpath: str) -> str:
+    """Map a package path into the merged-/usr layout of the image (``lib/x`` -> ``usr/lib/x``).
+
+    Bookworm packages still ship files under /lib and /bin; the image has /lib -> usr/lib etc.
+    """
+    head, _, rest = relpath.partition("/")
+    if head in ("bin", "sbin", "lib"):
+        return f"usr/{head}/{rest}" if rest else f"usr/{head}"
+    return relpath
+
+
+def keep_file(package: str, path: str, stdlib_extras: Sequence[str] = STDLIB_EXTRAS) -> bool:
+    """Whether ``path`` (normalised) of ``package`` belongs in the image."""
+    if any(path == prefix.rstrip("/") or path.startswith(prefix) for prefix in _EXCLUDED_PREFIXES):
+        return False
+    if package == "libpython3.11-stdlib":
+        base = "usr/lib/python3.11"
+        if path in ("usr/lib", base, f"{base}/lib-dynload"):
+            return True
+        return any(
+            path in (f"{base}/{name}", f"{base}/{name}.py")
+            or path.startswith((f"{base}/{name}/", f"{base}/lib-dynload/_{name}."))
+            for name in stdlib_extras
+        )
+    if package == "libpam-modules":
+        # Only pam_permit: sudo's PAM stack on a node permits everything (no passwords exist).
+        arch_dir = "usr/lib/aarch64-linux-gnu"
+        return path in (arch_dir, f"{arch_dir}/security", f"{arch_dir}/security/pam_permit.so")
+    return True
+
+
+def init_script(modules: Sequence[str]) -> str:
+    """The busybox ``/init`` of a node.
+
+    It prints the dropbear host key and then the ready line on the console: the harness reads
+    both from the serial log, which is faster and safer than polling SSH with checking off.
+    """
+    insmods = "\n".join(
+        f'insmod /lib/modules/vlcalc/{name}.ko || echo "vlcalc-lab: insmod {name} failed"'
+        for name in modules
+    )
+    return f"""#!/bin/busybox sh
+/bin/busybox --install -s
+export PATH=/usr/sbin:/usr/bin
+export HOME=/root
+mount -t proc proc /proc
+mount -t sysfs sysfs /sys
+mount -t devtmpfs devtmpfs /dev
+mkdir -p /dev/pts
+mount -t devpts -o gid=5,mode=620,ptmxmode=666 devpts /dev/pts
+hostname vlcalc-lab
+{insmods}
+# The unprivileged probe user must get EACCES, exactly like a user outside the kvm group.
+if [ -e /dev/kvm ]; then chown root:kvm /dev/kvm; chmod 0660 /dev/kvm; fi
+ip link set lo up
+n=0
+while [ ! -e /sys/class/net/eth0 ] && [ $n -lt 200 ]; do sleep 0.05; n=$((n+1)); done
+ip addr add 10.0.2.15/24 dev eth0
+ip link set eth0 up
+ip route add default via 10.0.2.2
+dropbearkey -t ed25519 -f /etc/dropbear/dropbear_ed25519_host_key >/run/hostkey.txt 2>&1
+echo "{HOSTKEY_MARKER} $(grep '^ssh-ed25519 ' /run/hostkey.txt | cut -d' ' -f1,2)"
+dropbear -r /etc/dropbear/dropbear_ed25519_host_key -p 22 -s -P /run/dropbear.pid
+# Dropbear opens its socket after forking: announce ready only once port 22 (0016) listens.
+n=0
+while ! grep -q ':0016 00000000:0000 0A' /proc/net/tcp /proc/net/tcp6 2>/dev/null \\
+      && [ $n -lt 200 ]; do sleep 0.05; n=$((n+1)); done
+echo "{READY_MARKER}"
+# init must never exit: that would panic the node.
+while :; do sleep 3600; done
+"""
+
+
+def config_files(with_sudo: bool) -> list[cpio.Entry]:
+    """/etc of a node: users ``root`` and ``probe`` (uid 1000, not in ``kvm``), sudo for probe."""
+    passwd = (
+        "root:*:0:0:root:/root:/bin/sh\n"
+        f"probe:*:{PROBE_UID}:{PROBE_UID}:vlcalc probe:/home/probe:/bin/sh\n"
+    )
+    # "*" rather than "!": dropbear refuses keys for accounts whose password starts with "!".
+    group = f"root:x:0:\ntty:x:5:\nkvm:x:{KVM_GID}:\nprobe:x:{PROBE_UID}:\n"
+    entries = [
+        cpio.regular("etc/passwd", passwd.encode()),
+        cpio.regular("etc/group", group.encode()),
+        cpio.regular("etc/shells", b"/bin/sh\n"),
+        cpio.regular("etc/hostname", b"vlcalc-lab\n"),
+        cpio.regular("etc/hosts", b"127.0.0.1 localhost vlcalc-lab\n"),
+        cpio.regular(
+            "etc/nsswitch.conf",
+            b"passwd: files\ngroup: files\nshadow: files\nhosts: files\n",
+        ),
+    ]
+    if with_sudo:
+        sudoers = (
+            "Defaults !fqdn, !lecture, !syslog, env_reset\n"
+            "root ALL=(ALL:ALL) ALL\n"
+            "probe ALL=(ALL:ALL) NOPASSWD: ALL\n"
+        )
+        # No password exists anywhere on the node: every PAM stage simply permits.
+        pam = "auth sufficient pam_permit.so\naccount required pam_permit.so\n"
+        pam += "session required pam_permit.so\n"
+        entries += [
+            cpio.regular("etc/sudoers", sudoers.encode(), perm=0o440),
+            cpio.directory("etc/pam.d"),
+            cpio.regular("etc/pam.d/sudo", pam.encode()),
+            cpio.regular("etc/pam.d/other", pam.encode()),
+        ]
+    return entries
+
+
+def skeleton() -> list[cpio.Entry]:
+    """The directories and links every node needs before any package file."""
+    entries = [cpio.directory(d) for d in ("usr", "usr/bin", "usr/sbin", "usr/lib")]
+    entries += [cpio.symlink(d, f"usr/{d}") for d in ("bin", "sbin", "lib")]
+    entries += [cpio.directory(d) for d in ("dev", "proc", "sys", "run", "var", "etc", "home")]
+    entries += [
+        cpio.char_device("dev/console", 5, 1),
+        cpio.directory("tmp", 0o1777),
+        cpio.symlink("var/run", "../run"),
+        cpio.directory("etc/dropbear", 0o700),
+        cpio.directory("root", 0o700),
+        cpio.directory("root/.ssh", 0o700),
+        cpio.directory("home/probe", 0o755, PROBE_UID, PROBE_UID),
+        cpio.directory("home/probe/.ssh", 0o700, PROBE_UID, PROBE_UID),
+        cpio.directory("usr/lib/modules"),
+        cpio.directory("usr/lib/modules/vlcalc"),
+    ]
+    return entries
+
+
+def key_overlay(public_key: str) -> bytes:
+    """A small archive to append to an image: ``public_key`` authorised for root and probe."""
+    line = (public_key.strip() + "\n").encode()
+    return cpio.archive(
+        [
+            cpio.directory("root/.ssh", 0o700),
+            cpio.regular("root/.ssh/authorized_keys", line, 0o600),
+            cpio.directory("home/probe/.ssh", 0o700, PROBE_UID, PROBE_UID),
+            cpio.regular("home/probe/.ssh/authorized_keys", line, 0o600, PROBE_UID, PROBE_UID),
+        ]
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# I/O
+
+
+def _run(argv: Sequence[str], cwd: Path | None = None) -> str:
+    try:
+        done = subprocess.run(
+            list(argv), cwd=cwd, capture_output=True, text=True, check=False, timeout=900
+        )
+    except FileNotFoundError as exc:
+        raise LabError(f"{argv[0]} not found; install it (see vlcalc/lab/README)") from exc
+    if done.returncode != 0:
+        tail = "\n".join((done.stdout + done.stderr).splitlines()[-20:])
+        raise CommandError(argv, done.returncode, tail)
+    return done.stdout
+
+
+def _say(message: str) -> None:
+    print(f"vlcalc-lab: {message}", file=sys.stderr, flush=True)
+
+
+@dataclass(frozen=True)
+class Image:
+    """One bootable kernel line: ``Image("6.1", "6.1.0-56-arm64", vmlinuz, initramfs)``."""
+
+    line: str
+    release: str
+    vmlinuz: Path
+    initramfs: Path
+
+
+class Builder:
+    """Fetches packages into the cache and composes images.  ``refresh`` re-reads the archive."""
+
+    def __init__(self, cache: Path | None = None, *, refresh: bool = False, sudo: bool = True):
+        self.cache = cache or cache_dir()
+        self.refresh = refresh
+        self.sudo = sudo
+        self.apt_dir = self.cache / "apt"
+        self.debs_dir = self.cache / "debs"
+        self.staging_dir = self.cache / "staging"
+        self.images_dir = self.cache / "images"
+
+    # -- apt -----------------------------------------------------------------------------------
+
+    def _write_sources(self) -> None:
+        """Copy the host's Debian 12 sources into the private state (arm64 uses the same URIs)."""
+        parts = self.apt_dir / "sources.list.d"
+        parts.mkdir(parents=True, exist_ok=True)
+        (self.apt_dir / "sources.list").write_text("")
+        candidates = [Path("/etc/apt/sources.list")]
+        host_parts = Path("/etc/apt/sources.list.d")
+        if host_parts.is_dir():
+            candidates += sorted(host_parts.iterdir())
+        copied = 0
+        for path in candidates:
+            if not path.is_file():
+                continue
+            text = path.read_text(errors="replace")
+            name = path.name if path.parent == host_parts else "host-sources.list"
+            if is_debian_source(name, text):
+                (parts / name).write_text(text)
+                copied += 1
+        if not copied:
+            raise LabError(
+                "no Debian 12 (bookworm) apt source found in /etc/apt; the lab fetches its arm64"
+                " packages from the same Debian mirror the host uses"
+            )
+
+    def _apt(self, tool: str, *args: str, cwd: Path | None = None) -> str:
+        return _run([tool, *apt_options(self.apt_dir), *args], cwd=cwd)
+
+    def update(self) -> None:
+        """``apt-get update`` unless lists are cached (or ``refresh``); sources are always set."""
+        for sub in ("lists/partial", "cache/archives/partial"):
+            (self.apt_dir / sub).mkdir(parents=True, exist_ok=True)
+        self._write_sources()
+        lists = self.apt_dir / "lists"
+        if not self.refresh and any(lists.glob("*Packages*")):
+            return
+        _say("apt-get update (arm64, private state)")
+        self._apt("apt-get", "update")
+
+    def kernel_package(self, line: str) -> str:
+        meta = KERNEL_META_PACKAGES.get(line)
+        if meta is None:
+            known = ", ".join(KERNEL_META_PACKAGES)
+            raise LabError(f"unknown kernel line {line!r}; known: {known}")
+        return kernel_package_from_depends(self._apt("apt-cache", "depends", meta))
+
+    def download(self, packages: Iterable[str]) -> dict[str, Path]:
+        """The cached .deb of each package, downloading the missing ones in one apt call."""
+        self.debs_dir.mkdir(parents=True, exist_ok=True)
+        wanted = list(dict.fromkeys(packages))
+
+        def cached() -> dict[str, Path]:
+            found: dict[str, Path] = {}
+            for deb in sorted(self.debs_dir.glob("*.deb")):
+                found[package_of_deb(deb.name)] = deb
+            return found
+
+        have = cached()
+        missing = [p for p in wanted if p not in have or self.refresh]
+        if missing:
+            _say(f"downloading {len(missing)} arm64 packages")
+            self._apt("apt-get", "download", *missing, cwd=self.debs_dir)
+            have = cached()
+        lost = [p for p in wanted if p not in have]
+        if lost:
+            raise LabError(f"apt-get download did not produce: {', '.join(lost)}")
+        return {p: have[p] for p in wanted}
+
+    def unpack(self, deb: Path) -> Path:
+        """``dpkg -x`` once per .deb; a marker file makes an interrupted unpack redo itself."""
+        target = self.staging_dir / deb.name.removesuffix(".deb")
+        marker = target / ".vlcalc-unpacked"
+        if marker.exists():
+            return target
+        if target.exists():
+            shutil.rmtree(target)
+        target.mkdir(parents=True)
+        _run(["dpkg-deb", "-x", str(deb), str(target)])
+        marker.touch()
+        return target
+
+    # -- composing -----------------------------------------------------------------------------
+
+    def _package_entries(self, package: str, root: Path) -> list[cpio.Entry]:
+        entries: list[cpio.Entry] = []
+        for dirpath, dirnames, filenames in os.walk(root):
+            dirnames.sort()
+            for name in sorted(dirnames) + sorted(filenames):
+                full = Path(dirpath) / name
+                rel = full.relative_to(root).as_posix()
+                if rel == ".vlcalc-unpacked":
+                    continue
+                path = normalise_path(rel)
+                if path in ("usr", "usr/bin", "usr/sbin", "usr/lib") or not keep_file(
+                    package, path
+                ):
+                    continue
+                info = full.lstat()
+                perm = stat.S_IMODE(info.st_mode)
+                if stat.S_ISLNK(info.st_mode):
+                    entries.append(cpio.symlink(path, os.readlink(full)))
+                elif stat.S_ISDIR(info.st_mode):
+                    entries.append(cpio.directory(path, perm))
+                elif stat.S_ISREG(info.st_mode):
+                    entries.append(cpio.regular(path, full.read_bytes(), perm))
+        return entries
+
+    def _module_entries(self, kernel_root: Path, release: str) -> list[tuple[str, cpio.Entry]]:
+        """The network modules present as files, decompressed, in insmod order."""
+        modules_dir = kernel_root / "lib" / "modules" / release
+        index = {path.name.split(".ko", 1)[0]: path for path in modules_dir.rglob("*.ko*")}
+        result: list[tuple[str, cpio.Entry]] = []
+        for name in NETWORK_MODULES:
+            module = index.get(name)
+            if module is None:
+                continue  # built into this kernel
+            data = module.read_bytes()
+            if module.name.endswith(".xz"):
+                # busybox insmod cannot read compressed modules.
+                data = lzma.decompress(data)
+            result.append((name, cpio.regular(f"usr/lib/modules/vlcalc/{name}.ko", data)))
+        return result
+
+    def build(self, line: str) -> Image:
+        """The image of one kernel line, from cache when its manifest is unchanged."""
+        self.update()
+        kernel_pkg = self.kernel_package(line)
+        release = kernel_release(kernel_pkg)
+        packages = [kernel_pkg, *USERLAND_PACKAGES, *(SUDO_PACKAGES if self.sudo else ())]
+        debs = self.download(packages)
+        out = self.images_dir / line
+        manifest = {
+            "builder": BUILDER_VERSION,
+            "kernel_line": line,
+            "kernel_release": release,
+            "debs": sorted(deb.name for deb in debs.values()),
+        }
+        image = Image(line, release, out / "vmlinuz", out / "initramfs.cpio")
+        manifest_path = out / "manifest.json"
+        if (
+            not self.refresh
+            and image.vmlinuz.exists()
+            and image.initramfs.exists()
+            and manifest_path.exists()
+            and json.loads(manifest_path.read_text()) == manifest
+        ):
+            return image
+        _say(f"composing the {line} image ({release})")
+        roots = {package: self.unpack(deb) for package, deb in debs.items()}
+        entries: dict[str, cpio.Entry] = {e.path: e for e in skeleton()}
+        for package in packages[1:]:
+            for entry in self._package_entries(package, roots[package]):
+                entries.setdefault(entry.path, entry)
+        if self.sudo:
+            sudo = entries["usr/bin/sudo"]
+            # dpkg -x as non-root drops the setuid bit; sudo cannot work without it.
+            entries["usr/bin/sudo"] = cpio.regular(sudo.path, sudo.data, 0o4755)
+        entries["usr/bin/python3"] = cpio.symlink("usr/bin/python3", "python3.11")
+        modules = self._module_entries(roots[kernel_pkg], release)
+        entries.update((entry.path, entry) for _, entry in modules)
+        for entry in config_files(self.sudo):
+            entries[entry.path] = entry
+        entries["init"] = cpio.regular(
+            "init", init_script([name for name, _ in modules]).encode(), 0o755
+        )
+        out.mkdir(parents=True, exist_ok=True)
+        vmlinuz = roots[kernel_pkg] / "boot" / f"vmlinuz-{release}"
+        shutil.copyfile(vmlinuz, image.vmlinuz)
+        # Parents before children: sort by path components.
+        ordered = sorted(entries.values(), key=lambda e: e.path.split("/"))
+        tmp = image.initramfs.with_suffix(".tmp")
+        tmp.write_bytes(cpio.archive(ordered))
+        tmp.replace(image.initramfs)
+        manifest_path.write_text(json.dumps(manifest, indent=2) + "\n")
+        return image
+
+
+def build(
+    lines: Sequence[str] = tuple(KERNEL_META_PACKAGES),
+    *,
+    cache: Path | None = None,
+    refresh: bool = False,
+    sudo: bool = True,
+) -> dict[str, Image]:
+    """Fetch what is missing and build the image of every kernel line in ``lines``."""
+    builder = Builder(cache, refresh=refresh, sudo=sudo)
+    return {line: builder.build(line) for line in lines}
