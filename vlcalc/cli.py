@@ -7,8 +7,11 @@ to stderr, so ``vlcalc report scan.json --format json | jq`` always works.
 from __future__ import annotations
 
 import functools
+import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Annotated, Any, List, Optional, TypeVar  # typer reads these at run time
 
 import typer
@@ -19,13 +22,25 @@ from vlcalc.errors import InputError, SpecError, VlcalcError
 from vlcalc.render import (
     CHECK_FORMATS,
     FORMATS,
+    as_json,
     make_console,
     print_check,
     print_report,
     render_check,
     render_report,
+    scan_progress,
 )
-from vlcalc.report import ExitCode, build_check, build_report
+from vlcalc.report import (
+    GROUPS_SCHEMA,
+    ExitCode,
+    Report,
+    build_check,
+    build_report,
+    combined_exit_code,
+    group_reports,
+    report_json,
+)
+from vlcalc.scan import DEFAULT_FORKS, ScanResult
 from vlcalc.vl import VQ_BITS, VQ_MAX, parse_spec
 
 app = typer.Typer(
@@ -108,6 +123,61 @@ PathsArg = Annotated[
 FormatOpt = Annotated[
     str, typer.Option("--format", "-f", help="table, json, markdown, qemu, libvirt or kvm.")
 ]
+RequireOpt = Annotated[
+    Optional[int],
+    typer.Option("--require-vl", metavar="BITS", help="Exit 1 unless BITS is in the set."),
+]
+PerGroupOpt = Annotated[
+    bool, typer.Option("--per-group", help="One answer per inventory group, then all nodes.")
+]
+InventoryArg = Annotated[
+    str, typer.Argument(help="An Ansible YAML inventory.", metavar="INVENTORY")
+]
+LimitOpt = Annotated[
+    Optional[str],
+    typer.Option("--limit", "-l", metavar="PATTERN", help="Ansible host pattern: web*,!web3"),
+]
+ForksOpt = Annotated[int, typer.Option("--forks", min=1, max=1024, help="Nodes probed at once.")]
+TimeoutOpt = Annotated[
+    float,
+    typer.Option("--timeout", min=1.0, metavar="SECONDS", help="Overall deadline per node."),
+]
+ConnectTimeoutOpt = Annotated[
+    float,
+    typer.Option(
+        "--connect-timeout",
+        min=0.5,
+        metavar="SECONDS",
+        help="TCP connect, SSH banner and auth timeout, each.",
+    ),
+]
+RetriesOpt = Annotated[
+    int, typer.Option("--retries", min=0, max=10, help="Extra attempts for connection failures.")
+]
+AcceptNewOpt = Annotated[
+    bool,
+    typer.Option(
+        "--accept-new",
+        help="Record host keys of NEW hosts in known_hosts (like StrictHostKeyChecking="
+        "accept-new); a CHANGED key is always refused.",
+    ),
+]
+SshConfigOpt = Annotated[
+    Optional[str],
+    typer.Option("--ssh-config", metavar="FILE", help="Default: ~/.ssh/config if it exists."),
+]
+KnownHostsOpt = Annotated[
+    Optional[str],
+    typer.Option("--known-hosts", metavar="FILE", help="Default: ~/.ssh/known_hosts."),
+]
+SaveOpt = Annotated[
+    Optional[str],
+    typer.Option(
+        "--save",
+        metavar="FILE",
+        help="Write the scan document (all nodes, failed ones too) atomically.",
+    ),
+]
 
 
 @app.command()
@@ -115,22 +185,44 @@ FormatOpt = Annotated[
 def report(
     paths: PathsArg,
     fmt: FormatOpt = "table",
-    require_vl: Annotated[
-        Optional[int],
-        typer.Option("--require-vl", metavar="BITS", help="Exit 1 unless BITS is in the set."),
-    ] = None,
+    require_vl: RequireOpt = None,
+    per_group: PerGroupOpt = False,
 ) -> None:
     """Combine saved documents into the cluster answer.
 
     Example: vlcalc report inventories/example-scan.json --format json
     """
     _check_format(fmt, FORMATS)
-    result = build_report(read_paths(paths), _check_vl(require_vl))
-    _emit_report(result, fmt)
-    raise typer.Exit(result.exit_code())
+    raise typer.Exit(_emit_answer(read_paths(paths), fmt, _check_vl(require_vl), per_group))
 
 
-def _emit_report(result: Any, fmt: str) -> None:
+def _emit_answer(nodes: Sequence[Any], fmt: str, require_vl: int | None, per_group: bool) -> int:
+    """Print the cluster answer (one per group with ``per_group``) and return the exit code."""
+    if not per_group:
+        result = build_report(nodes, require_vl)
+        _emit_report(result, fmt)
+        return result.exit_code()
+    reports = group_reports(nodes, require_vl)
+    if fmt == "json":
+        _write(
+            as_json(
+                {
+                    "schema": GROUPS_SCHEMA,
+                    "groups": [
+                        {"group": name, "report": report_json(result)} for name, result in reports
+                    ],
+                }
+            )
+        )
+    else:
+        for name, result in reports:
+            _write(f"{'#' if fmt == 'markdown' else '=='} group {name}\n")
+            _emit_report(result, fmt)
+            _write("\n")
+    return combined_exit_code([result.exit_code() for _, result in reports])
+
+
+def _emit_report(result: Report, fmt: str) -> None:
     text = render_report(result, fmt)
     if text is None:
         print_report(result, make_console())
@@ -151,20 +243,164 @@ def check(
         ),
     ],
     fmt: FormatOpt = "table",
+    verify: Annotated[
+        bool,
+        typer.Option("--verify", help="Scanning: also ask each node's kernel (acceptance trial)."),
+    ] = False,
+    limit: LimitOpt = None,
+    forks: ForksOpt = DEFAULT_FORKS,
+    timeout: TimeoutOpt = 60.0,
+    connect_timeout: ConnectTimeoutOpt = 10.0,
+    retries: RetriesOpt = 2,
+    accept_new: AcceptNewOpt = False,
+    ssh_config: SshConfigOpt = None,
+    known_hosts: KnownHostsOpt = None,
+    save: SaveOpt = None,
 ) -> None:
     """Would every node accept a guest with this VL set?  Exactly KVM's rule; exit 1 if not.
 
+    PATH is saved documents, or one inventory (.yaml/.yml) to scan first.
     Example: vlcalc check --vls 128,256 inventories/example-scan.json
     """
     _check_format(fmt, CHECK_FORMATS)
     requested = parse_spec(vls, source="--vls")
-    result = build_check(read_paths(paths), requested)
+    if len(paths) == 1 and _is_inventory(paths[0]):
+        settings = ScanSettings(
+            limit,
+            forks,
+            timeout,
+            connect_timeout,
+            retries,
+            accept_new,
+            ssh_config,
+            known_hosts,
+            save,
+        )
+        tries = (",".join(map(str, requested.vls())),) if verify and requested else ()
+        scanned = _scan(paths[0], settings, tries)
+        nodes: Sequence[Any] = scanned.records
+    elif verify:
+        raise InputError("--verify needs an inventory to scan", source="--verify")
+    else:
+        scanned = None
+        nodes = read_paths(paths)
+    result = build_check(nodes, requested)
+    for item in result.verdicts:
+        if item.disagrees:
+            _err(f"{item.node.name}: {item.reason}")
     text = render_check(result, fmt)
     if text is None:
         print_check(result, make_console())
     else:
         _write(text)
-    raise typer.Exit(result.exit_code())
+    _finish(result.exit_code(), scanned)
+
+
+@dataclass(frozen=True)
+class ScanSettings:
+    limit: str | None
+    forks: int
+    timeout: float
+    connect_timeout: float
+    retries: int
+    accept_new: bool
+    ssh_config: str | None
+    known_hosts: str | None
+    save: str | None
+
+
+def _is_inventory(path: str) -> bool:
+    return Path(path).suffix.lower() in (".yaml", ".yml")
+
+
+def _scan(inventory_path: str, settings: ScanSettings, tries: tuple[str, ...] = ()) -> ScanResult:
+    """Load the inventory, probe every selected host, save if asked; progress on stderr."""
+    from vlcalc.inventory import load_inventory, select
+    from vlcalc.scan import ScanOptions, save_atomically, scan, scan_json
+    from vlcalc.transport.base import Timeouts
+    from vlcalc.transport.local import LocalTransport
+    from vlcalc.transport.router import RoutingTransport
+    from vlcalc.transport.ssh import SSHTransport
+
+    hosts = select(load_inventory(inventory_path), settings.limit)
+    phase = min(settings.connect_timeout, settings.timeout)
+    options = ScanOptions(
+        forks=settings.forks,
+        timeouts=Timeouts(
+            connect_s=phase,
+            banner_s=phase,
+            auth_s=phase,
+            exec_s=settings.timeout,
+            node_s=settings.timeout,
+            retries=settings.retries,
+        ),
+        tries=tries,
+    )
+    ssh = SSHTransport(
+        ssh_config_path=settings.ssh_config,
+        known_hosts_path=settings.known_hosts,
+        accept_new=settings.accept_new,
+    )
+    transport = RoutingTransport(ssh, LocalTransport())
+    try:
+        with scan_progress(len(hosts)) as advance:
+            result = scan(
+                hosts,
+                transport,
+                options,
+                inventory=inventory_path,
+                limit=settings.limit,
+                on_done=advance,
+            )
+    finally:
+        transport.close()
+    if settings.save:
+        save_atomically(settings.save, scan_json(result))
+    failed = sum(1 for entry in result.entries if entry.record.status == "error")
+    if failed:
+        _err(f"{failed} of {len(hosts)} nodes could not be probed (see the report)")
+    return result
+
+
+def _finish(code: int, scanned: ScanResult | None) -> None:
+    if scanned is not None and scanned.interrupted:
+        # Nodes still running are abandoned: flush what we have and leave now, without waiting
+        # for their timeouts.
+        _err("interrupted: the report covers the nodes that answered")
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(ExitCode.INTERRUPTED)
+    raise typer.Exit(code)
+
+
+@app.command()
+@guarded
+def scan(
+    inventory: InventoryArg,
+    fmt: FormatOpt = "table",
+    limit: LimitOpt = None,
+    per_group: PerGroupOpt = False,
+    require_vl: RequireOpt = None,
+    forks: ForksOpt = DEFAULT_FORKS,
+    timeout: TimeoutOpt = 60.0,
+    connect_timeout: ConnectTimeoutOpt = 10.0,
+    retries: RetriesOpt = 2,
+    accept_new: AcceptNewOpt = False,
+    ssh_config: SshConfigOpt = None,
+    known_hosts: KnownHostsOpt = None,
+    save: SaveOpt = None,
+) -> None:
+    """Probe every node of an Ansible inventory over SSH and print the cluster answer.
+
+    Example: vlcalc scan inventory.yaml --save scan.json
+    """
+    _check_format(fmt, FORMATS)
+    _check_vl(require_vl)
+    settings = ScanSettings(
+        limit, forks, timeout, connect_timeout, retries, accept_new, ssh_config, known_hosts, save
+    )
+    result = _scan(inventory, settings)
+    _finish(_emit_answer(result.records, fmt, require_vl, per_group), result)
 
 
 @app.command()

@@ -25,6 +25,7 @@ PROBE_SCHEMA = "vlcalc.probe/1"
 SCAN_SCHEMA = "vlcalc.scan/1"
 REPORT_SCHEMA = "vlcalc.report/1"
 CHECK_SCHEMA = "vlcalc.check/1"
+GROUPS_SCHEMA = "vlcalc.groups/1"
 
 STATUS_OK, STATUS_NO_SVE, STATUS_ERROR = "ok", "no-sve", "error"
 

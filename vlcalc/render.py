@@ -8,10 +8,18 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 from rich.console import Console, Group
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+)
 from rich.table import Table
 from rich.text import Text
 
@@ -23,6 +31,33 @@ FORMATS = ("table", "json", "markdown", "qemu", "libvirt", "kvm")
 CHECK_FORMATS = ("table", "json", "markdown")
 PROFILE_THRESHOLD = 40  # above this many nodes, the matrix shows one row per distinct set
 _HAVE, _LACK = "●", "·"
+
+
+@contextmanager
+def scan_progress(total: int) -> Iterator[Callable[[Any], None]]:
+    """A progress bar on stderr while scanning, hidden when stderr is not a terminal; yields the
+    function to call as each node finishes."""
+    console = Console(stderr=True, markup=False, emoji=False, highlight=False)
+    if not console.is_terminal:
+        yield lambda entry: None
+        return
+    columns = (
+        TextColumn("scanning"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[failed]} failed"),
+        TimeElapsedColumn(),
+    )
+    with Progress(*columns, console=console, transient=True) as progress:
+        task = progress.add_task("scan", total=total, failed=0)
+        failed = 0
+
+        def advance(entry: Any) -> None:
+            nonlocal failed
+            failed += entry.record.status == "error"
+            progress.update(task, advance=1, failed=failed)
+
+        yield advance
 
 
 def make_console(file: Any = None, *, width: int | None = None) -> Console:

@@ -13,7 +13,15 @@ from enum import IntEnum
 from typing import Any
 
 from vlcalc.compat import ClusterAnswer, Verdict, cluster, judge
-from vlcalc.documents import CHECK_SCHEMA, REPORT_SCHEMA, STATUS_ERROR, NodeRecord
+from vlcalc.documents import (
+    CHECK_SCHEMA,
+    GROUPS_SCHEMA,
+    REPORT_SCHEMA,
+    STATUS_ERROR,
+    NodeRecord,
+)
+
+__all__ = ["GROUPS_SCHEMA", "ExitCode", "Report", "build_check", "build_report"]
 from vlcalc.vl import VLSet
 
 
@@ -49,9 +57,12 @@ class Report:
 
     def exit_code(self) -> ExitCode:
         # A failed requirement wins over incompleteness: more nodes can only shrink the set.
-        if not self.requirement_met:
-            return ExitCode.NOT_MET
-        return ExitCode.OK if self.answer.complete else ExitCode.INCOMPLETE
+        return combined_exit_code(
+            [
+                ExitCode.OK if self.requirement_met else ExitCode.NOT_MET,
+                ExitCode.OK if self.answer.complete else ExitCode.INCOMPLETE,
+            ]
+        )
 
 
 def build_report(nodes: Sequence[NodeRecord], require_vl: int | None = None) -> Report:
@@ -59,8 +70,24 @@ def build_report(nodes: Sequence[NodeRecord], require_vl: int | None = None) -> 
     return Report(tuple(nodes), answer, require_vl)
 
 
-def words_json(vls: VLSet) -> list[str]:
-    return vls.hex_words()
+def group_reports(
+    nodes: Sequence[NodeRecord], require_vl: int | None = None
+) -> list[tuple[str, Report]]:
+    """One report per inventory group (a group is often a migration domain), then ``all``."""
+    names = sorted({group for node in nodes for group in node.groups} - {"all"})
+    reports = [
+        (name, build_report([node for node in nodes if name in node.groups], require_vl))
+        for name in names
+    ]
+    return [*reports, ("all", build_report(nodes, require_vl))]
+
+
+def combined_exit_code(codes: Sequence[ExitCode]) -> ExitCode:
+    """Several answers, one exit code: a failed requirement wins, then incompleteness."""
+    for code in (ExitCode.NOT_MET, ExitCode.INCOMPLETE):
+        if code in codes:
+            return code
+    return ExitCode.OK
 
 
 def report_json(report: Report) -> dict[str, Any]:
@@ -125,11 +152,21 @@ def report_json(report: Report) -> dict[str, Any]:
 # -- the migration check ---------------------------------------------------------------------------
 @dataclass(frozen=True)
 class NodeVerdict:
-    """``verdict`` is ``accept``, ``reject`` or ``unknown`` (node not probed)."""
+    """``verdict`` is ``accept``, ``reject`` or ``unknown`` (node not probed).
+
+    ``kernel`` is the node's own kernel verdict from an acceptance trial (``check --verify``), or
+    ``None`` without one; when it disagrees with vlcalc's model, the kernel's verdict is used.
+    """
 
     node: NodeRecord
     verdict: str
     reason: str
+    kernel: str | None = None
+    model: str | None = None
+
+    @property
+    def disagrees(self) -> bool:
+        return self.kernel is not None and self.kernel != self.model
 
 
 @dataclass(frozen=True)
@@ -141,9 +178,12 @@ class CheckResult:
         return sum(1 for item in self.verdicts if item.verdict == verdict)
 
     def exit_code(self) -> ExitCode:
-        if self.count("reject"):
-            return ExitCode.NOT_MET
-        return ExitCode.INCOMPLETE if self.count("unknown") else ExitCode.OK
+        return combined_exit_code(
+            [
+                ExitCode.NOT_MET if self.count("reject") else ExitCode.OK,
+                ExitCode.INCOMPLETE if self.count("unknown") else ExitCode.OK,
+            ]
+        )
 
 
 def verdict_for(host: VLSet, requested: VLSet) -> Verdict:
@@ -154,17 +194,33 @@ def verdict_for(host: VLSet, requested: VLSet) -> Verdict:
     return judge(host, requested)
 
 
+def kernel_trial(node: NodeRecord, requested: VLSet) -> str | None:
+    """The node kernel's own verdict on ``requested`` from the probe's acceptance trials."""
+    wanted = requested.vls()
+    for trial in (node.probe or {}).get("trials", []):
+        if trial["vls"] == wanted:
+            return "accept" if trial["accepted"] else "reject"
+    return None
+
+
 def build_check(nodes: Sequence[NodeRecord], requested: VLSet) -> CheckResult:
     verdicts = []
     for node in nodes:
         if node.vls is None:
             reason = f"not probed ({node.error_kind}): {node.error_message}"
             verdicts.append(NodeVerdict(node, "unknown", reason))
-        else:
-            verdict = verdict_for(node.vls, requested)
-            verdicts.append(
-                NodeVerdict(node, "accept" if verdict.accepted else "reject", verdict.reason)
+            continue
+        verdict = verdict_for(node.vls, requested)
+        model = "accept" if verdict.accepted else "reject"
+        # An SVE-off guest needs no trial: KVM is never asked for a VL set.
+        kernel = kernel_trial(node, requested) if requested else None
+        reason = verdict.reason
+        if kernel is not None and kernel != model:
+            reason = (
+                f"vlcalc's model says {model} but this node's kernel says {kernel} (the kernel "
+                f"wins; please report this): {verdict.reason}"
             )
+        verdicts.append(NodeVerdict(node, kernel or model, reason, kernel, model))
     return CheckResult(requested, tuple(verdicts))
 
 
@@ -181,12 +237,16 @@ def check_json(result: CheckResult) -> dict[str, Any]:
         "accepted": result.count("accept"),
         "rejected": result.count("reject"),
         "unknown": result.count("unknown"),
+        "disagreements": sum(1 for item in result.verdicts if item.disagrees),
         "nodes": [
             {
                 "name": item.node.name,
                 "verdict": item.verdict,
                 "reason": item.reason,
                 "vls": None if item.node.vls is None else item.node.vls.vls(),
+                "model": item.model,
+                "kernel": item.kernel,
+                "disagrees": item.disagrees,
             }
             for item in result.verdicts
         ],

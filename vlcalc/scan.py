@@ -1,0 +1,290 @@
+"""Collecting probe documents from a fleet: bounded parallelism, deadlines, failures as values.
+
+:func:`scan` runs the probe on every host through a :class:`~vlcalc.transport.base.Transport`
+and returns a :class:`ScanResult` that records every node's outcome — one dead node never aborts
+the scan.  What a node sends back is untrusted: size-limited by the transport, parsed as exactly
+one JSON document and schema-checked before it is used.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import shlex
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from vlcalc import __version__
+from vlcalc.documents import SCAN_SCHEMA, NodeRecord, error_node, parse_probe
+from vlcalc.errors import DocumentError, InputError, NodeError
+from vlcalc.inventory import Host
+from vlcalc.probe import probe_args, probe_source
+from vlcalc.transport.base import RunResult, Target, Timeouts, Transport
+
+DEFAULT_FORKS = 32
+MAX_PROBE_OUTPUT = 256 * 1024  # a probe document is ~1 KiB; trials add ~200 bytes each
+_SUDO_FAILURES = (
+    "a password is required",
+    "a terminal is required",
+    "is not in the sudoers",
+    "may not run sudo",
+    "not allowed to execute",
+    "sudo: command not found",
+    "sudo: not found",
+)
+
+
+@dataclass(frozen=True)
+class ScanOptions:
+    forks: int = DEFAULT_FORKS
+    timeouts: Timeouts = field(default_factory=Timeouts)
+    tries: tuple[str, ...] = ()  # acceptance trials, as the probe takes them ("128,256")
+    max_output: int = MAX_PROBE_OUTPUT
+
+
+@dataclass(frozen=True)
+class ScanEntry:
+    """One node's outcome: its probe document, or the error that stopped it."""
+
+    host: Host
+    record: NodeRecord
+    probe: dict[str, Any] | None
+    elapsed_ms: float
+
+    @property
+    def outcome(self) -> str:
+        return "ok" if self.probe is not None else "error"
+
+
+@dataclass(frozen=True)
+class ScanResult:
+    entries: tuple[ScanEntry, ...]
+    started: str
+    finished: str
+    inventory: str | None
+    limit: str | None
+    interrupted: bool = False
+
+    @property
+    def records(self) -> list[NodeRecord]:
+        return [entry.record for entry in self.entries]
+
+
+def probe_command(target: Target, tries: Sequence[str]) -> str:
+    """The shell command that runs the probe (source on stdin) on ``target``.
+
+    >>> probe_command(Target("n", "n", become=True, become_user="kvmops"), ["128"])
+    'sudo -n -u kvmops -- python3 - --try 128'
+    """
+    words = [target.python, "-", *probe_args(list(tries))]
+    command = " ".join(shlex.quote(word) for word in words)
+    if not target.become:
+        return command
+    # -n: never prompt (a prompt would hang the scan); a refusal becomes the node's error.
+    user = f"-u {shlex.quote(target.become_user)} " if target.become_user else ""
+    return f"sudo -n {user}-- {command}"
+
+
+def interpret(target: Target, result: RunResult) -> dict[str, Any]:
+    """Turn what the node sent into a probe document, or raise :class:`NodeError`."""
+    stderr = result.stderr_tail.decode("utf-8", "replace").strip()
+    tail = _clean(stderr[-300:])
+    if result.exit_status != 0:
+        lowered = stderr.lower()
+        if target.become and any(text in lowered for text in _SUDO_FAILURES):
+            raise NodeError(
+                "sudo-failed",
+                f"sudo refused to run the probe without a password: {tail}; allow "
+                f"'{target.python}' with NOPASSWD for this user, or add it to group kvm and drop "
+                "become",
+                node=target.name,
+            )
+        if result.exit_status == 127 or "python3: not found" in lowered:
+            raise NodeError(
+                "no-python",
+                f"'{target.python}' was not found on the node (exit {result.exit_status}); "
+                "install python3 or set ansible_python_interpreter",
+                node=target.name,
+            )
+        raise NodeError(
+            "probe-failed",
+            f"the probe exited with status {result.exit_status}: {tail or 'no error output'}",
+            node=target.name,
+        )
+    try:
+        text = result.stdout.decode("utf-8")
+        document = json.loads(text)
+    except (UnicodeDecodeError, ValueError):
+        raise NodeError(
+            "bad-output",
+            f"the node did not answer with a probe document: {_clean(repr(result.stdout[:80]))}",
+            node=target.name,
+        ) from None
+    if not isinstance(document, dict):
+        raise NodeError("bad-output", "the node's answer is not a JSON object", node=target.name)
+    return document
+
+
+def _clean(text: str) -> str:
+    """Node text goes into messages and terminals: drop control characters (escape sequences)."""
+    return "".join(ch if ch.isprintable() else "?" for ch in text)
+
+
+def scan_host(transport: Transport, host: Host, options: ScanOptions) -> ScanEntry:
+    """Probe one host; every failure becomes a value."""
+    start = time.monotonic()
+    target = host.target
+    probe: dict[str, Any] | None = None
+    try:
+        result = transport.run(
+            target,
+            probe_command(target, options.tries),
+            probe_source(),
+            timeouts=options.timeouts,
+            max_stdout=options.max_output,
+        )
+        probe = interpret(target, result)
+        record = parse_probe(probe, source=host.name, name=host.name, groups=host.groups)
+    except NodeError as exc:
+        probe = None
+        record = error_node(host.name, exc.kind, exc.message, groups=host.groups)
+    except DocumentError as exc:
+        probe = None
+        message = f"the probe document is invalid: {_clean(str(exc))}"
+        record = error_node(host.name, "bad-output", message, groups=host.groups)
+    return ScanEntry(host, record, probe, (time.monotonic() - start) * 1000)
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def scan(
+    hosts: Sequence[Host],
+    transport: Transport,
+    options: ScanOptions,
+    *,
+    inventory: str | None = None,
+    limit: str | None = None,
+    on_done: Callable[[ScanEntry], None] | None = None,
+    stop: threading.Event | None = None,
+) -> ScanResult:
+    """Probe ``hosts`` with at most ``options.forks`` at once; entries come back in input order.
+
+    If ``stop`` is set (Ctrl-C), nodes not yet started are recorded as ``interrupted`` and the scan
+    returns what it has without waiting for the nodes still running.
+    """
+    started = _now()
+    done: dict[int, ScanEntry] = {}
+    interrupted = False
+    finished: queue.SimpleQueue[tuple[int, ScanEntry]] = queue.SimpleQueue()
+
+    def work(index: int, host: Host) -> None:
+        try:
+            entry = scan_host(transport, host, options)
+        except Exception as exc:  # a bug must cost one node, not hang or abort the scan
+            message = f"internal error in vlcalc ({type(exc).__name__}: {exc}); please report it"
+            record = error_node(host.name, "internal", _clean(message), groups=host.groups)
+            entry = ScanEntry(host, record, None, 0.0)
+        finished.put((index, entry))
+
+    # Completions come back through a queue (O(1) each), not by re-waiting on every pending
+    # future, so a 1,000-node scan costs the controller nothing per node beyond the node's work.
+    pool = ThreadPoolExecutor(max_workers=max(1, min(options.forks, len(hosts) or 1)))
+    try:
+        for index, host in enumerate(hosts):
+            pool.submit(work, index, host)
+        while len(done) < len(hosts):
+            if stop is not None and stop.is_set():
+                interrupted = True
+                break
+            try:
+                index, entry = finished.get(timeout=0.2)
+            except queue.Empty:
+                continue
+            done[index] = entry
+            if on_done is not None:
+                on_done(entry)
+    except KeyboardInterrupt:
+        interrupted = True
+    finally:
+        pool.shutdown(wait=not interrupted, cancel_futures=True)
+    entries = [done.get(index) or _interrupted(host) for index, host in enumerate(hosts)]
+    return ScanResult(tuple(entries), started, _now(), inventory, limit, interrupted)
+
+
+def _interrupted(host: Host) -> ScanEntry:
+    message = "the scan was interrupted before this node answered"
+    return ScanEntry(
+        host, error_node(host.name, "interrupted", message, groups=host.groups), None, 0.0
+    )
+
+
+# -- the scan document ----------------------------------------------------------------------------
+def _target_json(target: Target) -> dict[str, Any]:
+    return {
+        "host": target.host,
+        "port": target.port,
+        "user": target.user,
+        "connection": target.connection,
+        "become": target.become,
+    }
+
+
+def scan_json(result: ScanResult) -> dict[str, Any]:
+    """The ``vlcalc.scan/1`` document: every node, failed ones included."""
+    nodes = []
+    for entry in result.entries:
+        record = entry.record
+        nodes.append(
+            {
+                "name": entry.host.name,
+                "groups": list(entry.host.groups),
+                "target": _target_json(entry.host.target),
+                "outcome": entry.outcome,
+                "probe": entry.probe,
+                "error": None
+                if entry.probe is not None
+                else {"kind": record.error_kind, "message": record.error_message},
+                "elapsed_ms": round(entry.elapsed_ms, 1),
+            }
+        )
+    return {
+        "schema": SCAN_SCHEMA,
+        "vlcalc_version": __version__,
+        "started": result.started,
+        "finished": result.finished,
+        "inventory": result.inventory,
+        "limit": result.limit,
+        "interrupted": result.interrupted,
+        "nodes": nodes,
+    }
+
+
+def save_atomically(path: str, document: dict[str, Any]) -> None:
+    """Write ``document`` to ``path`` through a temporary file and a rename: a reader never sees a
+    half-written scan, and an old scan is replaced only by a complete new one."""
+    target = Path(path)
+    directory = target.parent if str(target.parent) else Path(".")
+    try:
+        fd, temp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=directory)
+    except OSError as exc:
+        raise InputError(f"cannot write: {exc.strerror}", source=path) from exc
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            json.dump(document, handle, indent=1)
+            handle.write("\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temp, target)
+    except OSError as exc:
+        Path(temp).unlink(missing_ok=True)
+        raise InputError(f"cannot write: {exc.strerror}", source=path) from exc
