@@ -698,8 +698,8 @@ def _split_limit(limit: str) -> list[str]:
 
 
 def select(inventory: Inventory, limit: str | None) -> list[Host]:
-    """The hosts an Ansible ``--limit`` of ``limit`` picks, in Ansible's order; ``None`` (or an
-    empty limit) selects every host.
+    """The hosts an Ansible ``--limit`` of ``limit`` picks, in inventory (file) order; ``None``
+    (or an empty limit) selects every host.
 
     Patterns are host or group names, globs (``node0*``), regexes (``~node0[1-3]``), ``all``,
     exclusions (``!rack2``), intersections (``&kvm``) and subscripts (``kvm[0:2]``), separated by
@@ -731,7 +731,10 @@ def select(inventory: Inventory, limit: str | None) -> list[Host]:
             chosen.extend(h for h in matched if h not in seen)
     if not chosen:
         raise InventoryError(f"--limit {limit!r} selects no hosts", source=inventory.source)
-    return [inventory.hosts[name] for name in chosen]
+    # Ansible runs a play's hosts in the order of its "all" group, filtered by --limit; that
+    # order walks child groups through Python sets, so vlcalc uses the file order instead.
+    keep = set(chosen)
+    return [host for name, host in inventory.hosts.items() if name in keep]
 
 
 def _match_pattern(inventory: Inventory, pattern: str) -> list[str]:
