@@ -40,6 +40,9 @@ if MYPY:  # type-checking only: typing is not worth an import on the node
     from collections.abc import Sequence  # noqa: F401 (used in type comments)
     from typing import IO  # noqa: F401 (used in type comments)
 
+    JsonObject = dict[str, object]  # a section of the document
+    TrialSpecs = list[tuple[str, list[int]]]  # (--try SPEC as given, its vq set)
+
 SCHEMA_TAG = "vlcalc.probe/1"
 PROBE_VERSION = 1
 
@@ -125,7 +128,7 @@ class ProbeError(Exception):
         self.errno_name = errno_name
 
     def as_dict(self):
-        # type: () -> dict[str, object]
+        # type: () -> JsonObject
         return {
             "kind": self.kind,
             "message": clean_text(self.message),
@@ -245,7 +248,7 @@ def hex_words(words):
 
 
 def sve_section(words):
-    # type: (Sequence[int]) -> dict[str, object]
+    # type: (Sequence[int]) -> JsonObject
     return {"vls": vls_from_words(words), "words": hex_words(words)}
 
 
@@ -278,7 +281,7 @@ def parse_spec(spec):
 
 
 def parse_args(argv):
-    # type: (Sequence[str]) -> list[tuple[str, list[int]]]
+    # type: (Sequence[str]) -> TrialSpecs
     """``["--try", "128", "--try="]`` -> ``[("128", [1]), ("", [])]``."""
     trials = []
     index = 0
@@ -301,7 +304,7 @@ def parse_args(argv):
 
 
 def read_cpu(system):
-    # type: (System) -> dict[str, object] | None
+    # type: (System) -> JsonObject | None
     """What identifies CPU 0, from MIDR_EL1 and /proc/cpuinfo; None when neither is readable.
 
     Example: ``{"midr": "0x411fd401", "model": "Arm Neoverse-V1", "implementer": "0x41",
@@ -442,7 +445,7 @@ def read_vls_words(system, vcpu_fd):
 
 
 def run_trial(system, kvm_fd, vm_type, spec, vqs):
-    # type: (System, int, int, str, list[int]) -> dict[str, object]
+    # type: (System, int, int, str, list[int]) -> JsonObject
     """Whether KVM accepts the set ``vqs``, judged by KVM_SET_ONE_REG on a fresh vcpu.
 
     FINALIZE is recorded too, but it succeeds even after a rejected SET (it keeps the full set).
@@ -466,7 +469,7 @@ def run_trial(system, kvm_fd, vm_type, spec, vqs):
 
 
 def new_trial(spec, words, reason=None):
-    # type: (str, list[int], str | None) -> dict[str, object]
+    # type: (str, list[int], str | None) -> JsonObject
     return {
         "spec": clean_text(spec),
         "vls": vls_from_words(words),
@@ -510,7 +513,7 @@ def open_kvm(system):
 
 
 def query_kvm(system, trials):
-    # type: (System, list[tuple[str, list[int]]]) -> tuple[dict[str, object], list[int], list[dict[str, object]], float]
+    # type: (System, TrialSpecs) -> tuple[JsonObject, list[int], list[JsonObject], float]
     """Ask KVM: ``(kvm section, VLS register words, trial results, query ms)``.
 
     Raises ProbeError when the node's set cannot be known.
@@ -536,7 +539,7 @@ def query_kvm(system, trials):
             "api_version": api_version,
             "ipa_bits": ipa_bits,
             "sve_cap": sve_cap,
-        }  # type: dict[str, object]
+        }  # type: JsonObject
         if not sve_cap:
             no_sve = [new_trial(spec, words_from_vqs(vqs), "no-sve") for spec, vqs in trials]
             return kvm, [0] * KVM_ARM64_SVE_VLS_WORDS, no_sve, _elapsed_ms(system, started)
@@ -557,7 +560,7 @@ def _elapsed_ms(system, started):
 
 
 def collect(argv, system):
-    # type: (Sequence[str], System) -> dict[str, object]
+    # type: (Sequence[str], System) -> JsonObject
     """The probe document for this node, as a dict.  Never raises for a node's condition.
 
     Example: on an x86 machine, ``collect([], System())["error"]["kind"]`` is ``"not-arm64"``.
@@ -578,7 +581,7 @@ def collect(argv, system):
         "trials": [],
         "timing_ms": timing,
         "error": None,
-    }  # type: dict[str, object]
+    }  # type: JsonObject
     try:
         trials = parse_args(argv)
         try:
@@ -603,7 +606,7 @@ def collect(argv, system):
 
 
 def internal_error(exc):
-    # type: (BaseException) -> dict[str, object]
+    # type: (BaseException) -> JsonObject
     """The ``error`` for a bug in the probe: the exception, and where it was raised."""
     where = ""
     tb = exc.__traceback__
@@ -689,7 +692,7 @@ def _escape(char):
 
 
 def fallback_document(exc):
-    # type: (BaseException) -> dict[str, object]
+    # type: (BaseException) -> JsonObject
     """The document when even the node's identity could not be read (a bug, or a strange OS)."""
     return {
         "schema": SCHEMA_TAG,
