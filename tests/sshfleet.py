@@ -60,8 +60,9 @@ BEHAVIOURS = (
     "echo-stdin",  # print stdin back (no sha256 check), exit 0
 )
 
-#: ``kind`` of a node: a real sshd, a TCP listener that never speaks SSH, or a closed port.
-KINDS = ("sshd", "silent", "closed")
+#: ``kind`` of a node: a real sshd, a TCP listener that never speaks SSH, a TCP listener that
+#: closes every connection at once (like sshd over MaxStartups), or a closed port.
+KINDS = ("sshd", "silent", "drop", "closed")
 
 #: How the client's known_hosts treats a node's host key.
 HOST_KEY_MODES = ("known", "unknown", "changed")
@@ -218,9 +219,11 @@ def sshd_version() -> tuple[int, int]:
 
 
 class _SilentServer:
-    """Accepts TCP connections and never sends a byte (an SSH banner timeout)."""
+    """Accepts TCP connections and never sends a byte (an SSH banner timeout), or with
+    ``drop=True`` closes each one at once."""
 
-    def __init__(self) -> None:
+    def __init__(self, drop: bool = False) -> None:
+        self.drop = drop
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self.sock.bind(("127.0.0.1", 0))
@@ -240,7 +243,10 @@ class _SilentServer:
             except (TimeoutError, OSError):
                 continue
             self.accepted += 1
-            self._clients.append(client)  # keep it open, say nothing
+            if self.drop:
+                client.close()
+            else:
+                self._clients.append(client)  # keep it open, say nothing
 
     def close(self) -> None:
         self._stop.set()
@@ -279,6 +285,7 @@ class SSHFleet:
             raise ValueError("fleet node names must be unique (and 'bastion' is reserved)")
         self.user = self.user or _current_user()
         self._silent: list[_SilentServer] = []
+        self._listeners: dict[str, _SilentServer] = {}
         self._started = False
 
     # ----- paths of the client side ---------------------------------------------------------
@@ -352,9 +359,10 @@ class SSHFleet:
         for spec in specs:
             directory = self.base_dir / "nodes" / spec.name
             directory.mkdir(parents=True, exist_ok=True)
-            if spec.kind == "silent":
-                server = _SilentServer()
+            if spec.kind in ("silent", "drop"):
+                server = _SilentServer(drop=spec.kind == "drop")
                 self._silent.append(server)
+                self._listeners[spec.name] = server
                 self.nodes[spec.name] = FleetNode(spec, server.port, directory)
                 continue
             node = FleetNode(spec, next(ports), directory)
@@ -511,9 +519,21 @@ class SSHFleet:
         assert node.host_public_key is not None
         return f"[127.0.0.1]:{node.port} {node.host_public_key}"
 
-    def silent_connections(self) -> int:
-        """How many TCP connections the silent nodes have accepted so far."""
-        return sum(server.accepted for server in self._silent)
+    def connections(self, name: str) -> int:
+        """How many TCP connections a ``silent`` or ``drop`` node has accepted so far."""
+        return self._listeners[name].accepted
+
+    def kill_sessions(self, name: str) -> int:
+        """SIGKILL the per-connection children of a node's sshd (drops its clients' connections
+        mid-session); returns how many were killed."""
+        node = self.nodes[name]
+        assert node.process is not None
+        killed = 0
+        for pid in _children(node.process.pid):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+                killed += 1
+        return killed
 
     def stop(self) -> None:
         """Stop every sshd (and the sessions a ``hang`` node left sleeping).  Idempotent."""
@@ -536,9 +556,26 @@ class SSHFleet:
         for server in self._silent:
             server.close()
         self._silent.clear()
+        self._listeners.clear()
         for node in self.nodes.values():
             node.process = None
         self._started = False
+
+
+def _children(parent: int) -> list[int]:
+    children = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as handle:
+                stat = handle.read()
+        except OSError:
+            continue
+        fields = stat.rsplit(")", 1)[1].split()
+        if int(fields[1]) == parent:
+            children.append(int(entry))
+    return children
 
 
 def _read_pids(path: Path) -> Iterable[int]:

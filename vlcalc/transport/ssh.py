@@ -716,22 +716,31 @@ class SSHTransport:
     ) -> paramiko.Transport:
         transport = paramiko.Transport(sock, disabled_algorithms=self.disabled_algorithms)
         transport.set_log_channel(PARAMIKO_LOGGER)
-        alarm = _REAPER.arm(attempt.deadline, transport.close)
+        # The phases below have their own timeouts; the alarm (a little after the node deadline,
+        # so those fire first and name their phase) only catches a server stuck mid-handshake.
+        alarm = _REAPER.arm(attempt.deadline + 0.25, transport.close)
+        phase = "the SSH handshake"
         try:
             known = self._known_keys(endpoint)
             if known:
                 self._prefer_key_types(transport, [key_type for key_type, _ in known])
             self._start(transport, endpoint, attempt)
+            phase = "authentication"
             self._check_host_key(transport, endpoint, known)
             self._authenticate(transport, endpoint, attempt)
+        except _Failure as failure:
+            transport.close()
+            if alarm.fired or (failure.kind == "unreachable" and attempt.remaining() <= 0):
+                raise attempt.timeout(phase, attempt.timeouts.node_s, attempt.deadline) from None
+            raise
         except BaseException:
             transport.close()
             raise
         finally:
             _REAPER.cancel(alarm)
-        if alarm.fired:
+        if alarm.fired:  # pragma: no cover - the phases above raise first
             transport.close()
-            raise attempt.timeout("the SSH handshake", attempt.timeouts.node_s, attempt.deadline)
+            raise attempt.timeout(phase, attempt.timeouts.node_s, attempt.deadline)
         return transport
 
     @staticmethod

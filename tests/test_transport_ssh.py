@@ -1,0 +1,443 @@
+"""SSHTransport against real OpenSSH sshd processes on 127.0.0.1 (see tests/sshfleet.py)."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import json
+import os
+import re
+import shutil
+import threading
+import time
+import tracemalloc
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from vlcalc.errors import NodeError
+from vlcalc.transport.base import RunResult, Target, Timeouts
+from vlcalc.transport.ssh import SSHTransport, _hash_name
+
+from sshfleet import NodeSpec, SSHFleet, ssh_add, start_ssh_agent
+
+pytestmark = [
+    pytest.mark.ssh,
+    pytest.mark.skipif(not os.path.exists("/usr/sbin/sshd"), reason="needs OpenSSH sshd"),
+]
+
+PROBE = b"import json, sys\nprint(json.dumps({'schema': 'vlcalc.probe/1'}))\n"
+COMMAND = "python3 -"
+FAST = Timeouts(connect_s=2, banner_s=2, auth_s=3, exec_s=5, node_s=10, retries=0)
+LONG_STDERR = b"x" * 10_000 + b"\nTraceback: the end\n"
+HEALTHY = [f"node{i:02d}" for i in range(1, 8)]
+
+
+def document(name: str) -> bytes:
+    return json.dumps({"schema": "vlcalc.probe/1", "hostname": name}).encode() + b"\n"
+
+
+@pytest.fixture(scope="module")
+def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SSHFleet]:
+    specs = [NodeSpec(name, document=document(name)) for name in HEALTHY]
+    specs += [
+        NodeSpec("unknown", host_key="unknown", document=document("unknown")),
+        NodeSpec("changed", host_key="changed"),
+        NodeSpec("failing", behaviour="fail", exit_status=2, stderr=LONG_STDERR),
+        NodeSpec("garbage", behaviour="garbage"),
+        NodeSpec("oversized", behaviour="oversized", oversized_bytes=10 * 1024 * 1024),
+        NodeSpec("hang", behaviour="hang"),
+        NodeSpec("sudo", behaviour="sudo-fail"),
+        NodeSpec("nopython", behaviour="no-python"),
+        NodeSpec("echo", behaviour="echo-stdin"),
+        NodeSpec("silent", kind="silent"),
+        NodeSpec("drop", kind="drop"),
+        NodeSpec("closed", kind="closed"),
+    ]
+    with SSHFleet(tmp_path_factory.mktemp("fleet"), specs, expected_stdin=PROBE, bastion=True) as f:
+        yield f
+
+
+@pytest.fixture
+def transport(fleet: SSHFleet) -> Iterator[SSHTransport]:
+    with SSHTransport(fleet.ssh_config_path, fleet.known_hosts_path, use_agent=False) as t:
+        yield t
+
+
+def run(
+    transport: SSHTransport,
+    name: str,
+    *,
+    timeouts: Timeouts = FAST,
+    max_stdout: int = 1 << 20,
+    stdin: bytes = PROBE,
+    **target: object,
+) -> RunResult:
+    return transport.run(
+        Target(name=name, host=name, **target),  # type: ignore[arg-type]
+        COMMAND,
+        stdin,
+        timeouts=timeouts,
+        max_stdout=max_stdout,
+    )
+
+
+def node_error(transport: SSHTransport, name: str, kind: str, **kwargs: object) -> NodeError:
+    with pytest.raises(NodeError) as caught:
+        run(transport, name, **kwargs)  # type: ignore[arg-type]
+    assert caught.value.kind == kind, caught.value.message
+    assert caught.value.node == name
+    return caught.value
+
+
+# ------------------------------------------------------------------ healthy nodes
+
+
+def test_each_node_answers_with_its_own_document(fleet: SSHFleet, transport: SSHTransport) -> None:
+    for name in ("node01", "node02"):
+        result = run(transport, name)
+        assert result == RunResult(exit_status=0, stdout=document(name), stderr_tail=b"")
+        assert fleet.node(name).last_command() == COMMAND
+
+
+def test_the_node_checks_it_received_the_probe(transport: SSHTransport) -> None:
+    result = run(transport, "node03", stdin=b"print('not the probe')\n")
+    assert result.exit_status == 3
+    assert b"not the expected probe" in result.stderr_tail
+
+
+def test_large_stdin_is_written_fully_while_output_is_read(transport: SSHTransport) -> None:
+    payload = os.urandom(3 * 1024 * 1024)  # more than the 2 MiB channel window, both ways
+    result = run(transport, "echo", stdin=payload, max_stdout=4 * 1024 * 1024)
+    assert result.exit_status == 0
+    assert result.stdout == payload
+
+
+def test_explicit_target_fields_override_ssh_config(
+    fleet: SSHFleet, transport: SSHTransport
+) -> None:
+    # "node04" in ssh_config points at node04's port; an explicit port (like ssh -p) wins.
+    result = run(transport, "node04", port=fleet.node("node05").port)
+    assert result.stdout == document("node05")
+
+
+# ------------------------------------------------------------------ host keys
+
+
+def test_unknown_host_key_is_refused_before_authenticating(
+    fleet: SSHFleet, transport: SSHTransport
+) -> None:
+    error = node_error(transport, "unknown", "host-key-unknown")
+    node = fleet.node("unknown")
+    assert node.host_key_fingerprint is not None
+    assert node.host_key_fingerprint in error.message
+    assert "ssh-ed25519" in error.message
+    assert "ssh-keyscan" in error.message and "--accept-new" in error.message
+    assert node.last_command() is None
+    assert "Accepted publickey" not in node.log()
+
+
+def test_changed_host_key_is_refused_with_both_fingerprints(
+    fleet: SSHFleet, transport: SSHTransport
+) -> None:
+    error = node_error(transport, "changed", "host-key-changed")
+    node = fleet.node("changed")
+    assert node.host_key_fingerprint is not None
+    assert node.host_key_fingerprint in error.message
+    recorded = re.findall(r"SHA256:[A-Za-z0-9+/]+", error.message)
+    assert len(set(recorded)) == 2
+    assert node.last_command() is None
+    assert "Accepted publickey" not in node.log()
+
+
+def test_accept_new_records_the_key_and_still_refuses_a_changed_one(
+    fleet: SSHFleet, tmp_path: Path
+) -> None:
+    known = tmp_path / "known_hosts"
+    shutil.copy(fleet.known_hosts_path, known)
+    with SSHTransport(fleet.ssh_config_path, known, accept_new=True, use_agent=False) as t:
+        # Eight concurrent first contacts record the key once.
+        with concurrent.futures.ThreadPoolExecutor(8) as pool:
+            results = list(pool.map(lambda _: run(t, "unknown"), range(8)))
+        assert {r.stdout for r in results} == {document("unknown")}
+        node_error(t, "changed", "host-key-changed")
+    lines = known.read_text().splitlines()
+    assert lines.count(fleet.known_hosts_line("unknown")) == 1
+    assert not any(line.startswith("|1|") for line in lines)
+    # A strict transport that reads the file afresh now knows the host.
+    with SSHTransport(fleet.ssh_config_path, known, use_agent=False) as strict:
+        assert run(strict, "unknown").stdout == document("unknown")
+
+
+def test_accept_new_writes_hashed_names_when_ssh_config_says_so(
+    fleet: SSHFleet, tmp_path: Path
+) -> None:
+    config = tmp_path / "ssh_config"
+    config.write_text("Host *\n    HashKnownHosts yes\n" + fleet.ssh_config_path.read_text())
+    known = tmp_path / "known_hosts"
+    known.write_text("")
+    with SSHTransport(config, known, accept_new=True, use_agent=False) as t:
+        assert run(t, "node06").exit_status == 0
+    (line,) = known.read_text().splitlines()
+    assert line.startswith("|1|") and str(fleet.node("node06").port) not in line
+    with SSHTransport(config, known, use_agent=False) as strict:
+        assert run(strict, "node06").stdout == document("node06")
+
+
+def test_hashed_and_multi_name_known_hosts_entries_match(fleet: SSHFleet, tmp_path: Path) -> None:
+    node = fleet.node("node07")
+    known = tmp_path / "known_hosts"
+    public = node.host_public_key
+    known.write_text(
+        "# comment\n"
+        f"{_hash_name(f'[127.0.0.1]:{node.port}')} {public}\n"
+        f"other.example,[127.0.0.1]:{fleet.node('node01').port} "
+        f"{fleet.node('node01').host_public_key}\n"
+    )
+    with SSHTransport(fleet.ssh_config_path, known, use_agent=False) as t:
+        assert run(t, "node07").stdout == document("node07")
+        assert run(t, "node01").stdout == document("node01")
+        node_error(t, "node02", "host-key-unknown")
+
+
+def test_revoked_host_key_is_refused(fleet: SSHFleet, tmp_path: Path) -> None:
+    known = tmp_path / "known_hosts"
+    known.write_text(
+        fleet.known_hosts_line("node01")
+        + "\n@revoked * "
+        + str(fleet.node("node01").host_public_key)
+    )
+    with SSHTransport(fleet.ssh_config_path, known, use_agent=False) as t:
+        error = node_error(t, "node01", "host-key-changed")
+    assert "@revoked" in error.message
+
+
+# ------------------------------------------------------------------ authentication
+
+
+def test_wrong_user_key_is_auth_failed_without_key_material(
+    fleet: SSHFleet, transport: SSHTransport
+) -> None:
+    # key_file wins over the IdentityFile of ssh_config (which holds the right key).
+    error = node_error(transport, "node01", "auth-failed", key_file=str(fleet.other_key_path))
+    assert str(fleet.other_key_path) in error.message
+    assert "ssh-ed25519 SHA256:" in error.message
+    private = fleet.other_key_path.read_text()
+    assert "PRIVATE KEY" not in error.message
+    assert not any(line in error.message for line in private.splitlines()[1:-1])
+
+
+def test_key_file_logs_in_where_ssh_config_names_no_identity(
+    fleet: SSHFleet, tmp_path: Path
+) -> None:
+    config = tmp_path / "ssh_config"
+    config.write_text(re.sub(r"\n\s*IdentityFile .*", "", fleet.ssh_config_path.read_text()))
+    with SSHTransport(config, fleet.known_hosts_path, use_agent=False) as t:
+        error = node_error(t, "node02", "auth-failed")
+        assert "no usable key" in error.message
+        result = run(t, "node02", key_file=str(fleet.user_key_path))
+    assert result.stdout == document("node02")
+
+
+def test_ssh_agent_keys_are_used(
+    fleet: SSHFleet, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    agent, sock = start_ssh_agent(tmp_path)
+    try:
+        ssh_add(sock, fleet.user_key_path)
+        monkeypatch.setenv("SSH_AUTH_SOCK", sock)
+        config = tmp_path / "ssh_config"
+        config.write_text(re.sub(r"\n\s*IdentityFile .*", "", fleet.ssh_config_path.read_text()))
+        with SSHTransport(config, fleet.known_hosts_path) as t:
+            with concurrent.futures.ThreadPoolExecutor(4) as pool:
+                results = list(pool.map(lambda n: run(t, n), HEALTHY[:4]))
+            assert [r.stdout for r in results] == [document(n) for n in HEALTHY[:4]]
+        with SSHTransport(config, fleet.known_hosts_path, use_agent=False) as t:
+            node_error(t, "node01", "auth-failed")
+    finally:
+        agent.terminate()
+        agent.wait()
+
+
+# ------------------------------------------------------------------ unreachable and timeouts
+
+
+def test_closed_port_is_unreachable_after_jittered_retries(fleet: SSHFleet) -> None:
+    timeouts = Timeouts(connect_s=2, banner_s=2, auth_s=2, exec_s=2, node_s=10, retries=3)
+    with SSHTransport(
+        fleet.ssh_config_path, fleet.known_hosts_path, use_agent=False, retry_backoff_s=0.05
+    ) as t:
+        started = time.monotonic()
+        error = node_error(t, "closed", "unreachable", timeouts=timeouts)
+        elapsed = time.monotonic() - started
+    assert "connection refused" in error.message
+    assert "after 4 attempts" in error.message
+    # Three sleeps of 0.05, 0.1 and 0.2 s, each jittered by +-50 %.
+    assert 0.175 <= elapsed < 2.0
+
+
+def test_connection_dropped_before_the_banner_is_retried_a_bounded_number_of_times(
+    fleet: SSHFleet,
+) -> None:
+    timeouts = Timeouts(connect_s=2, banner_s=2, auth_s=2, exec_s=2, node_s=10, retries=2)
+    before = fleet.connections("drop")
+    with SSHTransport(
+        fleet.ssh_config_path, fleet.known_hosts_path, use_agent=False, retry_backoff_s=0.02
+    ) as t:
+        error = node_error(t, "drop", "unreachable", timeouts=timeouts)
+    assert "closed the connection before the SSH banner" in error.message
+    assert fleet.connections("drop") - before == 3
+
+
+def test_silent_node_times_out_on_the_banner_without_stalling_the_others(
+    fleet: SSHFleet, transport: SSHTransport
+) -> None:
+    timeouts = Timeouts(connect_s=2, banner_s=1.5, auth_s=3, exec_s=5, node_s=10, retries=2)
+    names = ["silent", *HEALTHY]
+    finished: dict[str, float] = {}
+    started = time.monotonic()
+
+    def one(name: str) -> RunResult | NodeError:
+        try:
+            return run(transport, name, timeouts=timeouts)
+        except NodeError as exc:
+            return exc
+        finally:
+            finished[name] = time.monotonic() - started
+
+    with concurrent.futures.ThreadPoolExecutor(len(names)) as pool:
+        outcomes = dict(zip(names, pool.map(one, names)))
+    silent = outcomes.pop("silent")
+    assert isinstance(silent, NodeError) and silent.kind == "timeout"
+    assert "SSH banner" in silent.message and "1.5 s" in silent.message
+    assert 1.4 <= finished["silent"] < 3.0  # a banner timeout is not retried
+    for name, outcome in outcomes.items():
+        assert isinstance(outcome, RunResult) and outcome.stdout == document(name)
+        assert finished[name] < 1.4, finished
+
+
+def test_node_deadline_caps_every_phase(fleet: SSHFleet, transport: SSHTransport) -> None:
+    timeouts = Timeouts(connect_s=30, banner_s=30, auth_s=30, exec_s=30, node_s=1.0)
+    started = time.monotonic()
+    error = node_error(transport, "silent", "timeout", timeouts=timeouts)
+    assert time.monotonic() - started < 2.0
+    assert "node deadline (1 s)" in error.message
+
+
+def test_hanging_command_times_out_in_the_exec_phase(transport: SSHTransport) -> None:
+    timeouts = Timeouts(connect_s=2, banner_s=2, auth_s=2, exec_s=1.0, node_s=10)
+    started = time.monotonic()
+    error = node_error(transport, "hang", "timeout", timeouts=timeouts)
+    assert 0.9 <= time.monotonic() - started < 3.0
+    assert "running the command timed out after 1 s" in error.message
+
+
+def test_connection_dropped_mid_run_is_unreachable(
+    fleet: SSHFleet, transport: SSHTransport
+) -> None:
+    timer = threading.Timer(1.0, fleet.kill_sessions, args=("hang",))
+    timer.start()
+    try:
+        error = node_error(transport, "hang", "unreachable")
+    finally:
+        timer.cancel()
+    assert "dropped while the command ran" in error.message
+
+
+# ------------------------------------------------------------------ what the command does
+
+
+def test_nonzero_exit_keeps_the_stderr_tail(transport: SSHTransport) -> None:
+    result = run(transport, "failing")
+    assert result.exit_status == 2
+    assert result.stdout == b""
+    assert len(result.stderr_tail) == 4096
+    assert result.stderr_tail.endswith(b"\nTraceback: the end\n")
+
+
+def test_garbage_output_is_returned_for_the_caller_to_judge(transport: SSHTransport) -> None:
+    result = run(transport, "garbage")
+    assert result.exit_status == 0
+    assert result.stdout.startswith(b"Traceback")
+
+
+def test_sudo_and_python_failures_are_results(transport: SSHTransport) -> None:
+    sudo = run(transport, "sudo")
+    assert (sudo.exit_status, sudo.stderr_tail) == (1, b"sudo: a password is required\n")
+    python = run(transport, "nopython")
+    assert python.exit_status == 127 and b"python3: not found" in python.stderr_tail
+
+
+def test_oversized_output_is_bad_output_without_reading_it_all(transport: SSHTransport) -> None:
+    tracemalloc.start()
+    try:
+        started = time.monotonic()
+        error = node_error(transport, "oversized", "bad-output", max_stdout=64 * 1024)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert "more than 65536 bytes" in error.message
+    assert time.monotonic() - started < 5
+    assert peak < 6 * 1024 * 1024  # the node prints 10 MiB
+
+
+# ------------------------------------------------------------------ ProxyJump
+
+
+def test_proxyjump_through_the_bastion_reuses_one_jump_connection(
+    fleet: SSHFleet, transport: SSHTransport
+) -> None:
+    bastion = fleet.node("bastion")
+    logins_before = bastion.log().count("Accepted publickey")
+    with concurrent.futures.ThreadPoolExecutor(4) as pool:
+        results = list(pool.map(lambda n: run(transport, f"{n}-via-bastion"), HEALTHY[:4]))
+    assert [r.stdout for r in results] == [document(n) for n in HEALTHY[:4]]
+    assert bastion.log().count("Accepted publickey") - logins_before == 1
+    transport.close()  # drops the cached jump connection; the next run reconnects
+    assert run(transport, "node05-via-bastion").stdout == document("node05")
+    assert bastion.log().count("Accepted publickey") - logins_before == 2
+
+
+def test_proxyjump_checks_the_bastion_host_key(fleet: SSHFleet, tmp_path: Path) -> None:
+    known = tmp_path / "known_hosts"
+    port = fleet.node("bastion").port
+    known.write_text(
+        "".join(
+            line + "\n"
+            for line in fleet.known_hosts_path.read_text().splitlines()
+            if not line.startswith(f"[127.0.0.1]:{port} ")
+        )
+    )
+    with SSHTransport(fleet.ssh_config_path, known, use_agent=False) as t:
+        error = node_error(t, "node01-via-bastion", "host-key-unknown")
+    assert error.message.startswith("jump host bastion: ")
+
+
+def test_proxyjump_to_a_closed_port_is_unreachable(fleet: SSHFleet, tmp_path: Path) -> None:
+    config = tmp_path / "ssh_config"
+    config.write_text(
+        fleet.ssh_config_path.read_text()
+        + f"\nHost closed-via-bastion\n    HostName 127.0.0.1\n    Port {fleet.node('closed').port}"
+        + "\n    ProxyJump bastion\n"
+    )
+    with SSHTransport(config, fleet.known_hosts_path, use_agent=False) as t:
+        error = node_error(t, "closed-via-bastion", "unreachable")
+    assert "jump host bastion could not connect" in error.message
+
+
+# ------------------------------------------------------------------ cost per node
+
+
+def test_controller_cpu_per_node(fleet: SSHFleet, transport: SSHTransport) -> None:
+    """Not a benchmark, a tripwire: the whole run must stay a few milliseconds of our CPU."""
+    names = HEALTHY * 4
+    run(transport, "node01")  # warm the caches (config, known_hosts, keys)
+    cpu = time.process_time()
+    wall = time.monotonic()
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        results = list(pool.map(lambda n: run(transport, n), names))
+    cpu_ms = (time.process_time() - cpu) * 1000 / len(names)
+    wall_s = time.monotonic() - wall
+    assert all(r.exit_status == 0 for r in results)
+    print(f"controller CPU {cpu_ms:.1f} ms/node, {len(names)} runs in {wall_s:.2f} s")
+    assert cpu_ms < 30
