@@ -10,6 +10,8 @@ import shutil
 import subprocess
 import textwrap
 import time
+from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -390,6 +392,7 @@ def test_select_without_limit_is_every_host() -> None:
         ("gpu,~node[", "not a valid regular expression"),
         ("kvm_a[9]", "subscript out of range"),
         ("localhost", "matches no host or group"),  # no implicit localhost in vlcalc
+        ("@retry.txt", "limit files are not supported"),
     ],
 )
 def test_select_errors(limit: str, problem: str) -> None:
@@ -428,40 +431,77 @@ def test_ten_thousand_hosts_load_fast() -> None:
 CONFORMANCE_FILES = [*CASES, EXAMPLE]
 
 
+class Ansible:
+    """Runs the real ansible tools in a clean environment, many at a time: every command the
+    tests need is started when the session fixture is created, and each test waits for its own."""
+
+    def __init__(self, home: Path) -> None:
+        self.home = home
+        self.env = {k: v for k, v in os.environ.items() if not k.startswith("ANSIBLE_")}
+        self.env.update(
+            ANSIBLE_CONFIG=str(home / "none.cfg"),
+            ANSIBLE_HOME=str(home),
+            ANSIBLE_LOCAL_TEMP=str(home / "tmp"),
+            ANSIBLE_SSH_CONTROL_PATH_DIR=str(home / "cp"),
+            ANSIBLE_INVENTORY_ENABLED="yaml",  # only the YAML plugin, as vlcalc reads it
+            ANSIBLE_INVENTORY_UNPARSED_FAILED="True",
+            ANSIBLE_HOST_KEY_CHECKING="False",
+            ANSIBLE_NOCOLOR="1",
+            ANSIBLE_DEPRECATION_WARNINGS="False",
+        )
+        self.pool = ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1))
+        self.runs: dict[tuple[str, ...], Future[subprocess.CompletedProcess[str]]] = {}
+
+    def start(self, *args: str) -> None:
+        if args not in self.runs:
+            self.runs[args] = self.pool.submit(
+                subprocess.run,
+                args,
+                env=self.env,
+                cwd=self.home,
+                capture_output=True,
+                text=True,
+                timeout=300,
+                check=False,
+            )
+
+    def run(self, *args: str) -> subprocess.CompletedProcess[str]:
+        self.start(*args)
+        return self.runs[args].result()
+
+    def error_case(self, case: str) -> Path:
+        return self.home / "errors" / f"{case}.yaml"
+
+
+def list_command(path: Path) -> tuple[str, ...]:
+    return ("ansible-inventory", "-i", str(path), "--list")
+
+
+def limit_command(path: Path, limit: str) -> tuple[str, ...]:
+    return ("ansible", "all", "-i", str(path), "--list-hosts", "--limit", limit)
+
+
+CONNECTION = HERE / "inventories" / "connection.yaml"
+PING_COMMAND = ("ansible", "legacy:modern", "-i", str(CONNECTION), "-m", "ping", "-vvv", "-f", "10")
+
+
 @pytest.fixture(scope="session")
-def ansible_env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
-    if shutil.which("ansible-inventory") is None:
+def ansible(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Ansible]:
+    if shutil.which("ansible-inventory") is None or shutil.which("ansible") is None:
         pytest.skip("ansible-core is not installed")
-    home = tmp_path_factory.mktemp("ansible-home")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("ANSIBLE_")}
-    env.update(
-        ANSIBLE_CONFIG=str(home / "none.cfg"),
-        ANSIBLE_HOME=str(home),
-        ANSIBLE_LOCAL_TEMP=str(home / "tmp"),
-        ANSIBLE_SSH_CONTROL_PATH_DIR=str(home / "cp"),
-        ANSIBLE_INVENTORY_ENABLED="yaml",  # only the YAML plugin, as vlcalc reads it
-        ANSIBLE_INVENTORY_UNPARSED_FAILED="True",
-        ANSIBLE_HOST_KEY_CHECKING="False",
-        ANSIBLE_NOCOLOR="1",
-        ANSIBLE_DEPRECATION_WARNINGS="False",
-    )
-    env["_cwd"] = str(home)
-    return env
-
-
-def run_ansible(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    cwd = env["_cwd"]
-    clean = {k: v for k, v in env.items() if k != "_cwd"}
-    return subprocess.run(
-        args, env=clean, cwd=cwd, capture_output=True, text=True, timeout=120, check=False
-    )
-
-
-def ansible_list(env: dict[str, str], path: Path, *extra: str) -> dict[str, Any]:
-    result = run_ansible(env, "ansible-inventory", "-i", str(path), "--list", *extra)
-    assert result.returncode == 0, result.stderr
-    data: dict[str, Any] = json.loads(result.stdout)
-    return data
+    runner = Ansible(tmp_path_factory.mktemp("ansible-home"))
+    (runner.home / "errors").mkdir()
+    for case, text, _, _ in ERROR_CASES:
+        runner.error_case(case).write_text(text)
+    runner.start(*PING_COMMAND)
+    for path in CONFORMANCE_FILES:
+        runner.start(*list_command(path))
+    for path, limit in LIMIT_CASES:
+        runner.start(*limit_command(path, limit))
+    for case, _, _, _ in ERROR_CASES:
+        runner.start(*list_command(runner.error_case(case)))
+    yield runner
+    runner.pool.shutdown(wait=True)
 
 
 def transitive_groups(data: dict[str, Any]) -> dict[str, set[str]]:
@@ -477,8 +517,10 @@ def transitive_groups(data: dict[str, Any]) -> dict[str, set[str]]:
 
 @pytest.mark.ansible
 @pytest.mark.parametrize("path", CONFORMANCE_FILES, ids=[p.name for p in CONFORMANCE_FILES])
-def test_conformance_with_ansible_inventory(path: Path, ansible_env: dict[str, str]) -> None:
-    data = ansible_list(ansible_env, path)
+def test_conformance_with_ansible_inventory(path: Path, ansible: Ansible) -> None:
+    result = ansible.run(*list_command(path))
+    assert result.returncode == 0, result.stderr
+    data = json.loads(result.stdout)
     theirs = transitive_groups(data)
     inv = load_inventory(path)
 
@@ -489,6 +531,27 @@ def test_conformance_with_ansible_inventory(path: Path, ansible_env: dict[str, s
     for name, host in inv.hosts.items():
         assert set(host.groups) == {g for g, hs in theirs.items() if name in hs} - {"all"}
         assert host.vars == data["_meta"]["hostvars"].get(name, {}), name
+
+
+# Error cases that ansible-inventory rejects as well.  The others are vlcalc's own checks: values
+# Ansible reads only when it connects (ports, connection plugin, templates, vault, become), and
+# inventories Ansible accepts with a warning or silently but that would make vlcalc scan the wrong
+# hosts (an unknown key such as "host:", a reversed numeric range that expands to no host, a name
+# that is both a host and a group, whose host variables Ansible applies to the group).
+ANSIBLE_REJECTS = {
+    "yaml-syntax", "yaml-indent", "yaml-tag", "top-list", "top-string", "plugin", "hosts-list",
+    "children-list", "group-list", "host-vars-string", "host-int", "group-int", "range-width",
+    "range-letters-reversed", "range-step-zero", "range-no-end", "range-shape", "range-mixed",
+    "range-unclosed", "loop", "self-child", "priority",
+}  # fmt: skip
+VLCALC_ONLY = {case[0] for case in ERROR_CASES} - ANSIBLE_REJECTS
+
+
+@pytest.mark.ansible
+@pytest.mark.parametrize("case", sorted(ANSIBLE_REJECTS | VLCALC_ONLY))
+def test_errors_against_ansible(case: str, ansible: Ansible) -> None:
+    result = ansible.run(*list_command(ansible.error_case(case)))
+    assert (result.returncode != 0) == (case in ANSIBLE_REJECTS), result.stderr
 
 
 LIMIT_CASES = [(NESTED, limit) for limit, _ in SELECT_CASES if not limit.startswith("kvm_a[")] + [
@@ -509,10 +572,8 @@ LIMIT_CASES = [(NESTED, limit) for limit, _ in SELECT_CASES if not limit.startsw
 @pytest.mark.parametrize(
     ("path", "limit"), LIMIT_CASES, ids=[f"{p.stem}:{lim}" for p, lim in LIMIT_CASES]
 )
-def test_select_matches_ansible_limit(path: Path, limit: str, ansible_env: dict[str, str]) -> None:
-    result = run_ansible(
-        ansible_env, "ansible", "all", "-i", str(path), "--list-hosts", "--limit", limit
-    )
+def test_select_matches_ansible_limit(path: Path, limit: str, ansible: Ansible) -> None:
+    result = ansible.run(*limit_command(path, limit))
     assert result.returncode == 0, result.stderr
     listed = [line.strip() for line in result.stdout.splitlines()[1:] if line.strip()]
     # same hosts; Ansible's order is its "all" group walk, ours is the file order
@@ -530,15 +591,12 @@ _PARAMIKO = re.compile(
 
 
 @pytest.mark.ansible
-def test_targets_match_what_ansible_connects_to(ansible_env: dict[str, str]) -> None:
+def test_targets_match_what_ansible_connects_to(ansible: Ansible) -> None:
     """Run ``ansible -m ping -vvv`` against closed loopback ports and read the address, port, user
     and key that the real ssh and paramiko connection plugins use for every ssh host."""
-    path = HERE / "inventories" / "connection.yaml"
-    inv = load_inventory(path)
+    inv = load_inventory(CONNECTION)
     ssh_hosts = [h for h in inv.hosts.values() if h.target.connection == "ssh"]
-    result = run_ansible(
-        ansible_env, "ansible", "legacy:modern", "-i", str(path), "-m", "ping", "-vvv", "-f", "10"
-    )
+    result = ansible.run(*PING_COMMAND)
     seen: dict[str, tuple[str | None, int | None, str | None]] = {}
     for address, user in _SSH_USER.findall(result.stdout):
         seen[address] = (None if user == "None" else user, None, None)

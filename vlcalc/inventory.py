@@ -458,14 +458,16 @@ class _Builder:
             self._depth(name, depths)
             self._ancestors(name, ancestors)
 
+        # A host is in "ungrouped" exactly when it is in no other group, even if listed there.
         ungrouped = self.groups["ungrouped"]
+        ungrouped.hosts = []
         for host in self.hosts.values():
-            direct = [g for g in host.groups if g not in ("all", "ungrouped")]
-            if direct and "ungrouped" in host.groups:
-                host.groups.remove("ungrouped")
-                ungrouped.hosts.remove(host.name)
-            elif not direct and "ungrouped" not in host.groups:
-                host.groups.append("ungrouped")
+            if any(g not in ("all", "ungrouped") for g in host.groups):
+                if "ungrouped" in host.groups:
+                    host.groups.remove("ungrouped")
+            else:
+                if "ungrouped" not in host.groups:
+                    host.groups.append("ungrouped")
                 ungrouped.hosts.append(host.name)
 
         members: dict[str, list[str]] = {name: [] for name in self.groups}
@@ -707,6 +709,13 @@ def select(inventory: Inventory, limit: str | None) -> list[Host]:
     host or group, or a limit that selects no host, raises :class:`InventoryError`.
     """
     patterns = _split_limit(limit or "")
+    for pattern in patterns:
+        if pattern.startswith("@"):
+            raise InventoryError(
+                f"--limit {pattern!r}: limit files are not supported, list the hosts instead "
+                "(--limit 'node01,node02')",
+                source=inventory.source,
+            )
     regular = [p for p in patterns if p[0] not in "!&"]
     ordered = (
         (regular or ["all"])
