@@ -61,8 +61,9 @@ BEHAVIOURS = (
 )
 
 #: ``kind`` of a node: a real sshd, a TCP listener that never speaks SSH, a TCP listener that
-#: closes every connection at once (like sshd over MaxStartups), or a closed port.
-KINDS = ("sshd", "silent", "drop", "closed")
+#: closes every connection at once (like sshd over MaxStartups), a listener whose accept queue is
+#: full so new SYNs are dropped (a TCP connect timeout, without leaving loopback), or a closed port.
+KINDS = ("sshd", "silent", "drop", "blackhole", "closed")
 
 #: How the client's known_hosts treats a node's host key.
 HOST_KEY_MODES = ("known", "unknown", "changed")
@@ -218,6 +219,31 @@ def sshd_version() -> tuple[int, int]:
     return int(major), int(minor)
 
 
+class _Blackhole:
+    """A listening socket with a full accept queue: the kernel drops new SYNs, so connecting
+    times out (as to a firewalled host) while everything stays on 127.0.0.1."""
+
+    def __init__(self) -> None:
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(0)
+        self.port: int = self.sock.getsockname()[1]
+        self.accepted = 0
+        self._fillers: list[socket.socket] = []
+        for _ in range(4):
+            filler = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            filler.setblocking(False)
+            with contextlib.suppress(BlockingIOError):
+                filler.connect(("127.0.0.1", self.port))
+            self._fillers.append(filler)
+        time.sleep(0.05)
+
+    def close(self) -> None:
+        for filler in self._fillers:
+            filler.close()
+        self.sock.close()
+
+
 class _SilentServer:
     """Accepts TCP connections and never sends a byte (an SSH banner timeout), or with
     ``drop=True`` closes each one at once."""
@@ -284,8 +310,8 @@ class SSHFleet:
         if len(set(names)) != len(names) or (self.bastion and "bastion" in names):
             raise ValueError("fleet node names must be unique (and 'bastion' is reserved)")
         self.user = self.user or _current_user()
-        self._silent: list[_SilentServer] = []
-        self._listeners: dict[str, _SilentServer] = {}
+        self._silent: list[_SilentServer | _Blackhole] = []
+        self._listeners: dict[str, _SilentServer | _Blackhole] = {}
         self._started = False
 
     # ----- paths of the client side ---------------------------------------------------------
@@ -359,8 +385,10 @@ class SSHFleet:
         for spec in specs:
             directory = self.base_dir / "nodes" / spec.name
             directory.mkdir(parents=True, exist_ok=True)
-            if spec.kind in ("silent", "drop"):
-                server = _SilentServer(drop=spec.kind == "drop")
+            if spec.kind in ("silent", "drop", "blackhole"):
+                server: _SilentServer | _Blackhole = (
+                    _Blackhole() if spec.kind == "blackhole" else _SilentServer(spec.kind == "drop")
+                )
                 self._silent.append(server)
                 self._listeners[spec.name] = server
                 self.nodes[spec.name] = FleetNode(spec, server.port, directory)

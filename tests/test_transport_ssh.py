@@ -52,6 +52,7 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SSHFleet]:
         NodeSpec("echo", behaviour="echo-stdin"),
         NodeSpec("silent", kind="silent"),
         NodeSpec("drop", kind="drop"),
+        NodeSpec("blackhole", kind="blackhole"),
         NodeSpec("closed", kind="closed"),
     ]
     with SSHFleet(tmp_path_factory.mktemp("fleet"), specs, expected_stdin=PROBE, bastion=True) as f:
@@ -289,6 +290,19 @@ def test_connection_dropped_before_the_banner_is_retried_a_bounded_number_of_tim
     assert fleet.connections("drop") - before == 3
 
 
+def test_connect_timeout_is_a_timeout_and_is_retried(fleet: SSHFleet) -> None:
+    timeouts = Timeouts(connect_s=0.3, banner_s=2, auth_s=2, exec_s=2, node_s=10, retries=1)
+    with SSHTransport(
+        fleet.ssh_config_path, fleet.known_hosts_path, use_agent=False, retry_backoff_s=0.02
+    ) as t:
+        started = time.monotonic()
+        error = node_error(t, "blackhole", "timeout", timeouts=timeouts)
+        elapsed = time.monotonic() - started
+    assert "TCP connect timed out after 0.3 s" in error.message
+    assert "after 2 attempts" in error.message
+    assert 0.6 <= elapsed < 2.0
+
+
 def test_silent_node_times_out_on_the_banner_without_stalling_the_others(
     fleet: SSHFleet, transport: SSHTransport
 ) -> None:
@@ -395,6 +409,22 @@ def test_proxyjump_through_the_bastion_reuses_one_jump_connection(
     assert bastion.log().count("Accepted publickey") - logins_before == 1
     transport.close()  # drops the cached jump connection; the next run reconnects
     assert run(transport, "node05-via-bastion").stdout == document("node05")
+    assert bastion.log().count("Accepted publickey") - logins_before == 2
+
+
+def test_proxyjump_chain_of_two_hops(fleet: SSHFleet, tmp_path: Path) -> None:
+    config = tmp_path / "ssh_config"
+    node = fleet.node("node03")
+    config.write_text(
+        f"Host chained\n    HostName 127.0.0.1\n    Port {node.port}\n"
+        f"    IdentityFile {fleet.user_key_path}\n    ProxyJump bastion,bastion\n\n"
+        + fleet.ssh_config_path.read_text()
+    )
+    bastion = fleet.node("bastion")
+    logins_before = bastion.log().count("Accepted publickey")
+    with SSHTransport(config, fleet.known_hosts_path, use_agent=False) as t:
+        assert run(t, "chained").stdout == document("node03")
+    # One login to the bastion directly, one to the bastion through itself.
     assert bastion.log().count("Accepted publickey") - logins_before == 2
 
 

@@ -374,15 +374,11 @@ class SSHTransport:
             endpoint = self._endpoint(target.host, target.port, target.user, target.key_file)
             client = self._connect_with_retries(endpoint, attempt)
         except _Failure as failure:
-            raise NodeError(failure.kind, failure.message, node=target.name) from (
-                failure.__cause__ or failure
-            )
+            raise NodeError(failure.kind, failure.message, node=target.name) from failure.__cause__
         try:
             return self._exec(client, command, stdin, attempt, max_stdout, endpoint)
         except _Failure as failure:
-            raise NodeError(failure.kind, failure.message, node=target.name) from (
-                failure.__cause__ or failure
-            )
+            raise NodeError(failure.kind, failure.message, node=target.name) from failure.__cause__
         finally:
             client.close()
 
@@ -443,7 +439,12 @@ class SSHTransport:
                 "unreachable", f"cannot evaluate ssh config for {host!r}: {exc}"
             ) from exc
         hostname = str(options.get("hostname", host))
-        real_port = port if port is not None else int(options.get("port", 22))
+        try:
+            real_port = port if port is not None else int(options.get("port", 22))
+        except ValueError as exc:
+            raise _Failure(
+                "unreachable", f"ssh config has a bad Port for {host!r}: {options.get('port')!r}"
+            ) from exc
         real_user = user or str(options.get("user") or getpass.getuser())
         config_identities = [os.path.expanduser(str(p)) for p in options.get("identityfile", [])]
         if key_file:
@@ -900,10 +901,13 @@ class SSHTransport:
                         "authentication", phase_s, deadline, _tried(tried)
                     ) from exc
                 if not transport.is_active():
+                    # After a rejected key this is sshd's MaxAuthTries; on the first key it
+                    # is a server that dropped us for some other reason.
                     raise _Failure(
-                        "auth-failed" if len(tried) >= 6 else "unreachable",
+                        "auth-failed" if len(tried) > 1 else "unreachable",
                         f"{endpoint.label} closed the connection during authentication"
-                        f" ({_tried(tried)}; sshd MaxAuthTries?)",
+                        f" ({_tried(tried)}; too many keys for sshd's MaxAuthTries?"
+                        " set IdentityFile/IdentitiesOnly for this host)",
                     ) from exc
                 continue
             except (paramiko.SSHException, EOFError, OSError) as exc:
