@@ -1,0 +1,34 @@
+"""The session fixture that boots the lab fleet once (see labfleet.py for what it holds)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Iterator
+
+import pytest
+from labfleet import FLEET, LabFleet
+
+from vlcalc.lab.cluster import Fleet
+
+
+@pytest.fixture(scope="session")
+def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LabFleet]:
+    if shutil.which("qemu-system-aarch64") is None:
+        pytest.skip("qemu-system-aarch64 is not installed (apt-get install qemu-system-arm)")
+    if shutil.which("ssh") is None:
+        pytest.skip("the OpenSSH client is not installed (apt-get install openssh-client)")
+    with Fleet(FLEET, tmp_path_factory.mktemp("lab")) as fleet:
+        yield LabFleet(fleet, {node.spec.name: node for node in fleet.nodes})
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Lab tests boot QEMU nodes (tens of seconds, ~250 MB each): run them only on request,
+    with ``-m lab`` (any marker expression naming ``lab``) or ``VLCALC_LAB=1``, so a plain
+    ``pytest`` stays fast."""
+    if "lab" in (config.option.markexpr or "") or os.environ.get("VLCALC_LAB") == "1":
+        return
+    skip = pytest.mark.skip(reason="lab test: run with -m lab or VLCALC_LAB=1")
+    for item in items:
+        if item.get_closest_marker("lab") is not None:
+            item.add_marker(skip)
