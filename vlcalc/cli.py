@@ -17,16 +17,18 @@ from typing import Annotated, Any, List, Optional, TypeVar  # typer reads these 
 import typer
 
 from vlcalc import __version__
-from vlcalc.documents import read_paths
+from vlcalc.documents import check_unique, read_paths
 from vlcalc.errors import InputError, SpecError, VlcalcError
 from vlcalc.render import (
     CHECK_FORMATS,
+    DIFF_FORMATS,
     FORMATS,
     as_json,
     make_console,
     print_check,
     print_report,
     render_check,
+    render_diff,
     render_report,
     scan_progress,
 )
@@ -35,8 +37,10 @@ from vlcalc.report import (
     ExitCode,
     Report,
     build_check,
+    build_diff,
     build_report,
     combined_exit_code,
+    exclude,
     group_reports,
     report_json,
 )
@@ -86,11 +90,9 @@ def _check_format(fmt: str, allowed: tuple[str, ...]) -> str:
     return fmt
 
 
-def _check_vl(bits: int | None) -> int | None:
+def _check_vl(bits: int | None, option: str = "--require-vl") -> int | None:
     if bits is not None and (bits <= 0 or bits % VQ_BITS or bits // VQ_BITS > VQ_MAX):
-        raise SpecError(
-            f"{bits} is not a vector length (a multiple of 128 bits)", source="--require-vl"
-        )
+        raise SpecError(f"{bits} is not a vector length (a multiple of 128 bits)", source=option)
     return bits
 
 
@@ -187,19 +189,61 @@ def report(
     fmt: FormatOpt = "table",
     require_vl: RequireOpt = None,
     per_group: PerGroupOpt = False,
+    excludes: Annotated[
+        Optional[List[str]],
+        typer.Option(
+            "--exclude",
+            metavar="PATTERN",
+            help="What-if: leave out nodes whose name or group matches (repeatable).",
+        ),
+    ] = None,
+    adds: Annotated[
+        Optional[List[str]],
+        typer.Option(
+            "--add",
+            metavar="FILE",
+            help="What-if: add planned hardware's probe documents (repeatable).",
+        ),
+    ] = None,
+    target_vl: Annotated[
+        Optional[int],
+        typer.Option(
+            "--target-vl",
+            metavar="BITS",
+            help="Name the fewest nodes to drain so the rest reach VL BITS.",
+        ),
+    ] = None,
 ) -> None:
-    """Combine saved documents into the cluster answer.
+    """Combine saved documents into the cluster answer, with what-if planning.
 
     Example: vlcalc report inventories/example-scan.json --format json
     """
     _check_format(fmt, FORMATS)
-    raise typer.Exit(_emit_answer(read_paths(paths), fmt, _check_vl(require_vl), per_group))
+    _check_vl(require_vl, "--require-vl")
+    _check_vl(target_vl, "--target-vl")
+    nodes = read_paths(paths)
+    if adds:
+        nodes += read_paths(adds)
+        check_unique(nodes)
+    dropped: list[str] = []
+    if excludes:
+        nodes, dropped = exclude(nodes, excludes)
+    code = _emit_answer(nodes, fmt, require_vl, per_group, target_vl=target_vl, excluded=dropped)
+    raise typer.Exit(code)
 
 
-def _emit_answer(nodes: Sequence[Any], fmt: str, require_vl: int | None, per_group: bool) -> int:
+def _emit_answer(
+    nodes: Sequence[Any],
+    fmt: str,
+    require_vl: int | None,
+    per_group: bool,
+    *,
+    target_vl: int | None = None,
+    excluded: Sequence[str] = (),
+) -> int:
     """Print the cluster answer (one per group with ``per_group``) and return the exit code."""
     if not per_group:
-        result = build_report(nodes, require_vl)
+        result = build_report(nodes, require_vl, target_vl=target_vl, excluded=excluded)
         _emit_report(result, fmt)
         return result.exit_code()
     reports = group_reports(nodes, require_vl)
@@ -401,6 +445,23 @@ def scan(
     )
     result = _scan(inventory, settings)
     _finish(_emit_answer(result.records, fmt, require_vl, per_group), result)
+
+
+@app.command()
+@guarded
+def diff(
+    old: Annotated[str, typer.Argument(help="The earlier scan/probe document or directory.")],
+    new: Annotated[str, typer.Argument(help="The later scan/probe document or directory.")],
+    fmt: Annotated[str, typer.Option("--format", "-f", help="table, json or markdown.")] = "table",
+) -> None:
+    """Drift: nodes added, removed or changed, and whether the cluster set shrank (exit 1).
+
+    Example: vlcalc diff last-week.json today.json
+    """
+    _check_format(fmt, DIFF_FORMATS)
+    drift = build_diff(read_paths([old]), read_paths([new]))
+    _write(render_diff(drift, fmt))
+    raise typer.Exit(drift.exit_code())
 
 
 @app.command()

@@ -229,3 +229,40 @@ def _count(names: Sequence[str]) -> str:
     if len(names) <= 4:
         return "nodes " + ", ".join(names)
     return f"{len(names)} nodes ({', '.join(names[:3])}, ...)"
+
+
+@dataclass(frozen=True)
+class DrainPlan:
+    """The fewest nodes to drain (or move to another pool) so that the rest reach VL ``vl``.
+
+    The nodes kept must agree on every VL up to ``vl`` and offer ``vl`` itself; the largest such
+    class of nodes is kept.  ``vls_after`` is the cluster set of the kept nodes (empty when no
+    node offers ``vl``).  Unprobed nodes are neither kept nor drained: they are ``unknown``.
+    """
+
+    vl: int
+    keep: tuple[str, ...]
+    drain: tuple[str, ...]
+    unknown: tuple[str, ...]
+    vls_after: VLSet
+
+
+def drain_for(nodes: Sequence[tuple[str, VLSet | None]], vl: int) -> DrainPlan:
+    vq = vl // VQ_BITS
+    below = VLSet.prefix_mask(vq)
+    classes: dict[int, list[str]] = {}
+    lacking: list[str] = []
+    unknown: list[str] = []
+    for name, vls in nodes:
+        if vls is None:
+            unknown.append(name)
+        elif vls.mask >> (vq - 1) & 1:
+            classes.setdefault(vls.mask & below, []).append(name)
+        else:
+            lacking.append(name)
+    best = max(classes.values(), key=len, default=[])
+    keep = set(best)
+    drain = tuple(name for name, vls in nodes if vls is not None and name not in keep)
+    kept_sets = [(name, vls) for name, vls in nodes if name in keep]
+    after = cluster(kept_sets).vls if kept_sets else VLSet()
+    return DrainPlan(vl, tuple(best), drain, tuple(unknown), after)

@@ -26,6 +26,7 @@ SCAN_SCHEMA = "vlcalc.scan/1"
 REPORT_SCHEMA = "vlcalc.report/1"
 CHECK_SCHEMA = "vlcalc.check/1"
 GROUPS_SCHEMA = "vlcalc.groups/1"
+DIFF_SCHEMA = "vlcalc.diff/1"
 
 STATUS_OK, STATUS_NO_SVE, STATUS_ERROR = "ok", "no-sve", "error"
 
@@ -49,6 +50,11 @@ class NodeRecord:
     cpu_model: str | None = None
     source: str | None = None
     probe: dict[str, Any] | None = field(default=None, compare=False, repr=False)
+
+
+def printable(text: str) -> str:
+    """Node text goes into messages and terminals: replace control characters (escape sequences)."""
+    return "".join(ch if ch.isprintable() else "?" for ch in text)
 
 
 def error_node(

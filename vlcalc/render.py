@@ -23,12 +23,22 @@ from rich.progress import (
 from rich.table import Table
 from rich.text import Text
 
-from vlcalc.documents import NodeRecord
-from vlcalc.report import CheckResult, Report, check_json, report_json, vl_columns
+from vlcalc.documents import NodeRecord, printable
+from vlcalc.report import (
+    CheckResult,
+    Drift,
+    Report,
+    check_json,
+    diff_json,
+    profiles,
+    report_json,
+    vl_columns,
+)
 from vlcalc.vl import VLSet
 
 FORMATS = ("table", "json", "markdown", "qemu", "libvirt", "kvm")
 CHECK_FORMATS = ("table", "json", "markdown")
+DIFF_FORMATS = CHECK_FORMATS
 PROFILE_THRESHOLD = 40  # above this many nodes, the matrix shows one row per distinct set
 _HAVE, _LACK = "●", "·"
 
@@ -206,12 +216,95 @@ def _ladder(report: Report, most: int = 8) -> Table:
     return table
 
 
+def _profiles(report: Report, most: int = 12) -> Table:
+    table = Table(
+        title="Profiles: nodes with the same KVM VL set, kernel and CPU", title_justify="left"
+    )
+    for column in ("Nodes", "VL set", "Kernel", "CPU", "Which"):
+        table.add_column(column, justify="right" if column == "Nodes" else "left", overflow="fold")
+    for item in profiles(report.nodes)[:most]:
+        vls = "error" if item["vls"] is None else str(VLSet.from_vls(item["vls"]))
+        table.add_row(
+            str(item["count"]),
+            vls,
+            Text(item["kernel"] or "?"),
+            Text(item["cpu_model"] or "?"),
+            Text(_names(item["nodes"], 4)),
+        )
+    return table
+
+
+def plan_text(report: Report) -> str:
+    """The ``--target-vl`` answer in words (for the table and Markdown)."""
+    plan = report.plan
+    if plan is None:
+        return ""
+    if not plan.keep:
+        return f"No node offers VL {plan.vl}: no drain reaches it."
+    text = (
+        f"To reach VL {plan.vl}: keep {len(plan.keep)} nodes (set {plan.vls_after}) and drain or "
+        f"move {len(plan.drain)}"
+    )
+    text += f": {_names(plan.drain, 12)}." if plan.drain else " — none, it is reached already."
+    if plan.unknown:
+        text += f" Not counted, unprobed: {_names(plan.unknown)}."
+    return text
+
+
 def print_report(report: Report, console: Console) -> None:
-    parts: list[Any] = [_headline(report), Text(""), _matrix(report), Text(""), _limits(report)]
+    parts: list[Any] = [_headline(report)]
+    if report.excluded:
+        parts.append(
+            Text(
+                f"What-if: without {len(report.excluded)} excluded nodes: "
+                f"{_names(report.excluded)}",
+                style="cyan",
+            )
+        )
+    parts += [Text(""), _matrix(report), Text(""), _limits(report)]
+    if report.plan is not None:
+        parts.append(Text(plan_text(report) + "\n", style="cyan"))
     parts.append(_settings(report.answer.vls))
     if len(report.answer.ladder) > 1:
         parts.append(_ladder(report))
+    if len(profiles(report.nodes)) < len(report.nodes):
+        parts.append(_profiles(report))
     console.print(Group(*parts))
+
+
+# -- drift ----------------------------------------------------------------------------------------
+def render_diff(drift: Drift, fmt: str) -> str:
+    if fmt == "json":
+        return as_json(diff_json(drift))
+    doc = diff_json(drift)
+    cluster = doc["cluster"]
+    heading = "#" if fmt == "markdown" else "=="
+
+    def fmt_vls(vls: list[int] | None) -> str:
+        return "error" if vls is None else str(VLSet.from_vls(vls))
+
+    def esc(text: str) -> str:
+        return md(text) if fmt == "markdown" else printable(text)
+
+    lines = [
+        f"{heading} Cluster VL set: {fmt_vls(cluster['old'])} -> {fmt_vls(cluster['new'])}"
+        + (f" (SHRANK: lost {fmt_vls(cluster['lost'])})" if cluster["shrank"] else ""),
+        "",
+    ]
+    for title, items in (("Added", doc["added"]), ("Removed", doc["removed"])):
+        lines.append(f"{title}: {len(items)}")
+        lines += [f"- {esc(item['name'])}: {fmt_vls(item['vls'])}" for item in items]
+    lines.append(f"Changed: {len(doc['changed'])}")
+    lines += [
+        f"- {esc(item['name'])}: {fmt_vls(item['old']['vls'])} -> {fmt_vls(item['new']['vls'])}"
+        + (
+            f" (kernel {esc(item['old']['kernel'] or '?')} -> {esc(item['new']['kernel'] or '?')})"
+            if item["old"]["kernel"] != item["new"]["kernel"]
+            else ""
+        )
+        for item in doc["changed"]
+    ]
+    return "\n".join(lines) + "\n"
 
 
 def print_check(result: CheckResult, console: Console) -> None:
@@ -299,6 +392,8 @@ def report_markdown(report: Report) -> str:
         f"- {'' if limit.binding else 'then '}**{limit.kind}**: {md(limit.message)}"
         for limit in answer.limits
     ] or ["- none"]
+    if report.plan is not None:
+        out += ["", "## Target", "", md(plan_text(report))]
     out += [
         "",
         "## Settings",

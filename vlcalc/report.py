@@ -10,16 +10,19 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import IntEnum
+from fnmatch import fnmatchcase
 from typing import Any
 
-from vlcalc.compat import ClusterAnswer, Verdict, cluster, judge
+from vlcalc.compat import ClusterAnswer, DrainPlan, Verdict, cluster, drain_for, judge
 from vlcalc.documents import (
     CHECK_SCHEMA,
+    DIFF_SCHEMA,
     GROUPS_SCHEMA,
     REPORT_SCHEMA,
     STATUS_ERROR,
     NodeRecord,
 )
+from vlcalc.errors import InputError
 
 __all__ = ["GROUPS_SCHEMA", "ExitCode", "Report", "build_check", "build_report"]
 from vlcalc.vl import VLSet
@@ -37,11 +40,14 @@ class ExitCode(IntEnum):
 
 @dataclass(frozen=True)
 class Report:
-    """A cluster answer over ``nodes`` (in input order), and the optional ``--require-vl``."""
+    """A cluster answer over ``nodes`` (in input order), the optional ``--require-vl``, and the
+    optional ``--target-vl`` drain plan."""
 
     nodes: tuple[NodeRecord, ...]
     answer: ClusterAnswer
     require_vl: int | None = None
+    plan: DrainPlan | None = None
+    excluded: tuple[str, ...] = ()
 
     @property
     def requirement_met(self) -> bool:
@@ -65,9 +71,62 @@ class Report:
         )
 
 
-def build_report(nodes: Sequence[NodeRecord], require_vl: int | None = None) -> Report:
-    answer = cluster([(node.name, node.vls) for node in nodes])
-    return Report(tuple(nodes), answer, require_vl)
+def build_report(
+    nodes: Sequence[NodeRecord],
+    require_vl: int | None = None,
+    *,
+    target_vl: int | None = None,
+    excluded: Sequence[str] = (),
+) -> Report:
+    pairs = [(node.name, node.vls) for node in nodes]
+    plan = drain_for(pairs, target_vl) if target_vl is not None else None
+    return Report(tuple(nodes), cluster(pairs), require_vl, plan, tuple(excluded))
+
+
+def exclude(
+    nodes: Sequence[NodeRecord], patterns: Sequence[str]
+) -> tuple[list[NodeRecord], list[str]]:
+    """What-if: drop the nodes whose name or one of whose groups matches a glob in ``patterns``.
+    Returns the remaining nodes and the names dropped; a pattern that matches nothing is an
+    error (a typo would otherwise silently change nothing)."""
+    kept, dropped = [], []
+    used = set()
+    for node in nodes:
+        hit = [
+            p
+            for p in patterns
+            if fnmatchcase(node.name, p) or any(fnmatchcase(group, p) for group in node.groups)
+        ]
+        used.update(hit)
+        if hit:
+            dropped.append(node.name)
+        else:
+            kept.append(node)
+    unused = [p for p in patterns if p not in used]
+    if unused:
+        raise InputError(f"{unused[0]!r} matches no node or group", source="--exclude")
+    return kept, dropped
+
+
+def profiles(nodes: Sequence[NodeRecord]) -> list[dict[str, Any]]:
+    """Nodes grouped by identical KVM VL set, kernel and CPU model, largest group first."""
+    groups: dict[tuple[str, int, str | None, str | None], list[str]] = {}
+    for node in nodes:
+        mask = -1 if node.vls is None else node.vls.mask
+        key = (node.status, mask, node.kernel, node.cpu_model)
+        groups.setdefault(key, []).append(node.name)
+    ordered = sorted(groups.items(), key=lambda item: -len(item[1]))
+    return [
+        {
+            "status": status,
+            "vls": None if mask < 0 else VLSet(mask).vls(),
+            "kernel": kernel,
+            "cpu_model": cpu_model,
+            "count": len(names),
+            "nodes": names,
+        }
+        for (status, mask, kernel, cpu_model), names in ordered
+    ]
 
 
 def group_reports(
@@ -137,6 +196,18 @@ def report_json(report: Report) -> dict[str, Any]:
             }
             for limit in answer.limits
         ],
+        "profiles": profiles(report.nodes),
+        "excluded": list(report.excluded),
+        "target": None
+        if report.plan is None
+        else {
+            "vl": report.plan.vl,
+            "reachable": bool(report.plan.keep),
+            "keep": list(report.plan.keep),
+            "drain": list(report.plan.drain),
+            "unknown": list(report.plan.unknown),
+            "vls_after": report.plan.vls_after.vls(),
+        },
         "ladder": [
             {
                 "vls": rung.vls.vls(),
@@ -264,3 +335,76 @@ def vl_columns(nodes: Sequence[NodeRecord]) -> list[int]:
 
 def error_nodes(nodes: Sequence[NodeRecord]) -> list[NodeRecord]:
     return [node for node in nodes if node.status == STATUS_ERROR]
+
+
+# -- drift between two scans -----------------------------------------------------------------------
+@dataclass(frozen=True)
+class Drift:
+    """What changed between an old and a new view of a fleet (``vlcalc diff``)."""
+
+    old: Report
+    new: Report
+    added: tuple[NodeRecord, ...]
+    removed: tuple[NodeRecord, ...]
+    changed: tuple[tuple[NodeRecord, NodeRecord], ...]
+
+    @property
+    def lost(self) -> VLSet:
+        """VLs the cluster set had before and has no more."""
+        return VLSet(self.old.answer.vls.mask & ~self.new.answer.vls.mask)
+
+    @property
+    def shrank(self) -> bool:
+        return bool(self.lost)
+
+    def exit_code(self) -> ExitCode:
+        return ExitCode.NOT_MET if self.shrank else ExitCode.OK
+
+
+def build_diff(old: Sequence[NodeRecord], new: Sequence[NodeRecord]) -> Drift:
+    before = {node.name: node for node in old}
+    after = {node.name: node for node in new}
+    changed = tuple(
+        (before[name], node)
+        for name, node in after.items()
+        if name in before and (before[name].status, before[name].vls) != (node.status, node.vls)
+    )
+    return Drift(
+        build_report(old),
+        build_report(new),
+        tuple(node for name, node in after.items() if name not in before),
+        tuple(node for name, node in before.items() if name not in after),
+        changed,
+    )
+
+
+def _vls_or_none(node: NodeRecord) -> list[int] | None:
+    return None if node.vls is None else node.vls.vls()
+
+
+def diff_json(drift: Drift) -> dict[str, Any]:
+    return {
+        "schema": DIFF_SCHEMA,
+        "cluster": {
+            "old": drift.old.answer.vls.vls(),
+            "new": drift.new.answer.vls.vls(),
+            "lost": drift.lost.vls(),
+            "gained": VLSet(drift.new.answer.vls.mask & ~drift.old.answer.vls.mask).vls(),
+            "shrank": drift.shrank,
+            "complete": {"old": drift.old.answer.complete, "new": drift.new.answer.complete},
+        },
+        "added": [
+            {"name": n.name, "status": n.status, "vls": _vls_or_none(n)} for n in drift.added
+        ],
+        "removed": [
+            {"name": n.name, "status": n.status, "vls": _vls_or_none(n)} for n in drift.removed
+        ],
+        "changed": [
+            {
+                "name": new.name,
+                "old": {"status": old.status, "vls": _vls_or_none(old), "kernel": old.kernel},
+                "new": {"status": new.status, "vls": _vls_or_none(new), "kernel": new.kernel},
+            }
+            for old, new in drift.changed
+        ],
+    }

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from vlcalc import __version__
-from vlcalc.documents import SCAN_SCHEMA, NodeRecord, error_node, parse_probe
+from vlcalc.documents import SCAN_SCHEMA, NodeRecord, error_node, parse_probe, printable
 from vlcalc.errors import DocumentError, InputError, NodeError
 from vlcalc.inventory import Host
 from vlcalc.probe import probe_args, probe_source
@@ -96,7 +96,7 @@ def probe_command(target: Target, tries: Sequence[str]) -> str:
 def interpret(target: Target, result: RunResult) -> dict[str, Any]:
     """Turn what the node sent into a probe document, or raise :class:`NodeError`."""
     stderr = result.stderr_tail.decode("utf-8", "replace").strip()
-    tail = _clean(stderr[-300:])
+    tail = printable(stderr[-300:])
     if result.exit_status != 0:
         lowered = stderr.lower()
         if target.become and any(text in lowered for text in _SUDO_FAILURES):
@@ -125,17 +125,12 @@ def interpret(target: Target, result: RunResult) -> dict[str, Any]:
     except (UnicodeDecodeError, ValueError):
         raise NodeError(
             "bad-output",
-            f"the node did not answer with a probe document: {_clean(repr(result.stdout[:80]))}",
+            f"the node did not answer with a probe document: {printable(repr(result.stdout[:80]))}",
             node=target.name,
         ) from None
     if not isinstance(document, dict):
         raise NodeError("bad-output", "the node's answer is not a JSON object", node=target.name)
     return document
-
-
-def _clean(text: str) -> str:
-    """Node text goes into messages and terminals: drop control characters (escape sequences)."""
-    return "".join(ch if ch.isprintable() else "?" for ch in text)
 
 
 def scan_host(transport: Transport, host: Host, options: ScanOptions) -> ScanEntry:
@@ -158,7 +153,7 @@ def scan_host(transport: Transport, host: Host, options: ScanOptions) -> ScanEnt
         record = error_node(host.name, exc.kind, exc.message, groups=host.groups)
     except DocumentError as exc:
         probe = None
-        message = f"the probe document is invalid: {_clean(str(exc))}"
+        message = f"the probe document is invalid: {printable(str(exc))}"
         record = error_node(host.name, "bad-output", message, groups=host.groups)
     return ScanEntry(host, record, probe, (time.monotonic() - start) * 1000)
 
@@ -192,7 +187,7 @@ def scan(
             entry = scan_host(transport, host, options)
         except Exception as exc:  # a bug must cost one node, not hang or abort the scan
             message = f"internal error in vlcalc ({type(exc).__name__}: {exc}); please report it"
-            record = error_node(host.name, "internal", _clean(message), groups=host.groups)
+            record = error_node(host.name, "internal", printable(message), groups=host.groups)
             entry = ScanEntry(host, record, None, 0.0)
         finished.put((index, entry))
 

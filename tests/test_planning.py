@@ -1,0 +1,147 @@
+"""Capacity planning: profiles, what-if (--exclude, --add), --target-vl drain plans, drift."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from typer.testing import CliRunner
+
+from vlcalc.cli import app
+from vlcalc.compat import drain_for
+from vlcalc.documents import parse_document
+from vlcalc.report import build_diff, profiles
+from vlcalc.vl import VLSet
+
+from fleet_fixtures import error_entry, hardware_doc, mixed_fleet, ok_entry, scan_doc
+
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLE = str(ROOT / "inventories" / "example-scan.json")
+MIXED = str(ROOT / "inventories" / "mixed-fleet-scan.json")
+
+
+def run(*args: str) -> Any:
+    return CliRunner().invoke(app, list(args))
+
+
+def S(*vls: int) -> VLSet:
+    return VLSet.from_vls(vls)
+
+
+def test_drain_plan_keeps_the_largest_compatible_class() -> None:
+    nodes = [
+        ("a1", S(128, 256, 512)),
+        ("a2", S(128, 256, 512)),
+        ("n1", S(128, 256, 384, 512)),
+        ("g3", S(128, 256)),
+        ("x", None),
+        ("alt", VLSet()),
+    ]
+    plan = drain_for(nodes, 512)
+    assert plan.keep == ("a1", "a2") and set(plan.drain) == {"n1", "g3", "alt"}
+    assert plan.unknown == ("x",) and str(plan.vls_after) == "128,256,512"
+    assert drain_for(nodes, 256).drain == ("alt",)
+    assert drain_for(nodes, 384).keep == ("n1",)
+    assert drain_for(nodes, 1024).keep == ()
+
+
+def test_target_vl_through_the_cli() -> None:
+    result = run("report", EXAMPLE, "--target-vl", "512", "-f", "json")
+    target = json.loads(result.stdout)["target"]
+    assert target["drain"] == ["sve384-01", "sve384-02"] and target["vls_after"] == [128, 256, 512]
+    table = run("report", EXAMPLE, "--target-vl", "512").stdout
+    assert "To reach VL 512: keep 4 nodes (set 128,256,512) and drain or move 2" in table
+    assert run("report", EXAMPLE, "--target-vl", "500").exit_code == 2
+
+
+def test_exclude_by_name_and_group() -> None:
+    result = json.loads(run("report", EXAMPLE, "--exclude", "newgen", "-f", "json").stdout)
+    assert result["cluster"]["vls"] == [128, 256, 512]
+    assert result["excluded"] == ["sve384-01", "sve384-02"]
+    glob = json.loads(
+        run("report", MIXED, "--exclude", "altra-*", "--exclude", "grace-01", "-f", "json").stdout
+    )
+    assert glob["cluster"]["vls"] == [128] and glob["complete"] is True
+    bad = run("report", EXAMPLE, "--exclude", "nosuch*")
+    assert bad.exit_code == 2 and "--exclude: 'nosuch*' matches no node or group" in bad.stderr
+
+
+def test_add_planned_hardware(tmp_path: Path) -> None:
+    planned = tmp_path / "planned.json"
+    planned.write_text(json.dumps(hardware_doc("new-graviton3", "graviton3")))
+    result = json.loads(run("report", EXAMPLE, "--add", str(planned), "-f", "json").stdout)
+    assert result["cluster"]["vls"] == [128, 256]
+    assert result["limits"][0]["kind"] == "max-vl"
+    assert result["limits"][0]["nodes"] == ["new-graviton3"]
+    dup = tmp_path / "dup.json"
+    dup.write_text(json.dumps(hardware_doc("a64fx-01", "a64fx")))
+    assert run("report", EXAMPLE, "--add", str(dup)).exit_code == 2
+
+
+def test_profiles_group_identical_nodes() -> None:
+    nodes = parse_document(json.loads(Path(EXAMPLE).read_text()), source="x")
+    found = profiles(nodes)
+    assert [(p["count"], p["vls"], p["cpu_model"]) for p in found] == [
+        (4, [128, 256, 512], "Fujitsu A64FX"),
+        (2, [128, 256, 384, 512], "QEMU max (emulated)"),
+    ]
+
+
+def test_thousand_node_fleet_stays_readable(tmp_path: Path) -> None:
+    kinds = ["a64fx", "graviton3", "vl384", "graviton4"]
+    entries = [
+        ok_entry(f"n{i:04d}", hardware_doc(f"n{i:04d}", kinds[i % 4]), [f"rack{i % 10}"])
+        for i in range(1000)
+    ]
+    entries.append(error_entry("down-01", "timeout", "no answer", ["rack0"]))
+    nodes = parse_document(scan_doc(entries), source="big")
+    assert len(profiles(nodes)) == 5
+    path = tmp_path / "vlcalc-1000.json"
+    path.write_text(json.dumps(scan_doc(entries)))
+    table = run("report", str(path))
+    assert table.exit_code == 4
+    lines = table.stdout.splitlines()
+    assert len(lines) < 120  # grouped matrix, top of the ladder, profiles
+    assert "250: n0000, n0004" in table.stdout
+    grouped = json.loads(run("report", str(path), "--per-group", "-f", "json").stdout)
+    assert [g["group"] for g in grouped["groups"]][:2] == ["rack0", "rack1"]
+    assert grouped["groups"][-1]["group"] == "all"
+
+
+def test_diff_exit_codes_and_changes(tmp_path: Path) -> None:
+    old = mixed_fleet()
+    new = mixed_fleet()
+    new["nodes"] = [n for n in new["nodes"] if n["name"] != "altra-01"]  # the no-SVE node leaves
+    (tmp_path / "old.json").write_text(json.dumps(old))
+    (tmp_path / "new.json").write_text(json.dumps(new))
+    grew = run("diff", str(tmp_path / "old.json"), str(tmp_path / "new.json"), "-f", "json")
+    assert grew.exit_code == 0
+    doc = json.loads(grew.stdout)
+    assert doc["removed"][0]["name"] == "altra-01" and doc["cluster"]["gained"] == [128]
+    shrank = run("diff", str(tmp_path / "new.json"), str(tmp_path / "old.json"))
+    assert shrank.exit_code == 1 and "SHRANK: lost 128" in shrank.stdout
+
+
+def test_diff_sees_a_node_whose_set_changed() -> None:
+    before = [
+        ok_entry("n1", hardware_doc("n1", "a64fx"), []),
+        ok_entry("n2", hardware_doc("n2", "a64fx"), []),
+    ]
+    after = [
+        ok_entry("n1", hardware_doc("n1", "a64fx"), []),
+        ok_entry("n2", hardware_doc("n2", "graviton3", kernel="6.12.48+deb12-arm64"), []),
+    ]
+    drift = build_diff(
+        parse_document(scan_doc(before), source="a"), parse_document(scan_doc(after), source="b")
+    )
+    assert [(old.name, str(old.vls), str(new.vls)) for old, new in drift.changed] == [
+        ("n2", "128,256,512", "128,256")
+    ]
+    assert drift.shrank and str(drift.lost) == "512"
+
+
+@pytest.mark.parametrize("fmt", ["markdown", "json", "table"])
+def test_diff_formats(fmt: str) -> None:
+    assert run("diff", EXAMPLE, EXAMPLE, "-f", fmt).exit_code == 0
