@@ -10,21 +10,35 @@ import shutil
 import threading
 import time
 import tracemalloc
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any, TypeVar
 
 import pytest
 
 from vlcalc.errors import NodeError
 from vlcalc.transport.base import RunResult, Target, Timeouts
-from vlcalc.transport.ssh import SSHTransport, _hash_name
+from vlcalc.transport.ssh import (
+    SSHTransport,
+    _hash_name,
+    _IndexedSSHConfig,
+    _KnownHostsFile,
+    _parse_jump,
+)
 
 from sshfleet import NodeSpec, SSHFleet, ssh_add, start_ssh_agent
 
-pytestmark = [
-    pytest.mark.ssh,
-    pytest.mark.skipif(not os.path.exists("/usr/sbin/sshd"), reason="needs OpenSSH sshd"),
-]
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def ssh(test: F) -> F:
+    """Mark a test that needs the real-sshd fleet."""
+    needs_sshd = pytest.mark.skipif(
+        not os.path.exists("/usr/sbin/sshd"), reason="needs OpenSSH sshd"
+    )
+    marked: F = pytest.mark.ssh(needs_sshd(test))
+    return marked
+
 
 PROBE = b"import json, sys\nprint(json.dumps({'schema': 'vlcalc.probe/1'}))\n"
 COMMAND = "python3 -"
@@ -94,6 +108,7 @@ def node_error(transport: SSHTransport, name: str, kind: str, **kwargs: object) 
 # ------------------------------------------------------------------ healthy nodes
 
 
+@ssh
 def test_each_node_answers_with_its_own_document(fleet: SSHFleet, transport: SSHTransport) -> None:
     for name in ("node01", "node02"):
         result = run(transport, name)
@@ -101,12 +116,14 @@ def test_each_node_answers_with_its_own_document(fleet: SSHFleet, transport: SSH
         assert fleet.node(name).last_command() == COMMAND
 
 
+@ssh
 def test_the_node_checks_it_received_the_probe(transport: SSHTransport) -> None:
     result = run(transport, "node03", stdin=b"print('not the probe')\n")
     assert result.exit_status == 3
     assert b"not the expected probe" in result.stderr_tail
 
 
+@ssh
 def test_large_stdin_is_written_fully_while_output_is_read(transport: SSHTransport) -> None:
     payload = os.urandom(3 * 1024 * 1024)  # more than the 2 MiB channel window, both ways
     result = run(transport, "echo", stdin=payload, max_stdout=4 * 1024 * 1024)
@@ -114,6 +131,7 @@ def test_large_stdin_is_written_fully_while_output_is_read(transport: SSHTranspo
     assert result.stdout == payload
 
 
+@ssh
 def test_explicit_target_fields_override_ssh_config(
     fleet: SSHFleet, transport: SSHTransport
 ) -> None:
@@ -125,6 +143,7 @@ def test_explicit_target_fields_override_ssh_config(
 # ------------------------------------------------------------------ host keys
 
 
+@ssh
 def test_unknown_host_key_is_refused_before_authenticating(
     fleet: SSHFleet, transport: SSHTransport
 ) -> None:
@@ -138,6 +157,7 @@ def test_unknown_host_key_is_refused_before_authenticating(
     assert "Accepted publickey" not in node.log()
 
 
+@ssh
 def test_changed_host_key_is_refused_with_both_fingerprints(
     fleet: SSHFleet, transport: SSHTransport
 ) -> None:
@@ -151,6 +171,7 @@ def test_changed_host_key_is_refused_with_both_fingerprints(
     assert "Accepted publickey" not in node.log()
 
 
+@ssh
 def test_accept_new_records_the_key_and_still_refuses_a_changed_one(
     fleet: SSHFleet, tmp_path: Path
 ) -> None:
@@ -170,6 +191,7 @@ def test_accept_new_records_the_key_and_still_refuses_a_changed_one(
         assert run(strict, "unknown").stdout == document("unknown")
 
 
+@ssh
 def test_accept_new_writes_hashed_names_when_ssh_config_says_so(
     fleet: SSHFleet, tmp_path: Path
 ) -> None:
@@ -185,6 +207,7 @@ def test_accept_new_writes_hashed_names_when_ssh_config_says_so(
         assert run(strict, "node06").stdout == document("node06")
 
 
+@ssh
 def test_hashed_and_multi_name_known_hosts_entries_match(fleet: SSHFleet, tmp_path: Path) -> None:
     node = fleet.node("node07")
     known = tmp_path / "known_hosts"
@@ -201,6 +224,7 @@ def test_hashed_and_multi_name_known_hosts_entries_match(fleet: SSHFleet, tmp_pa
         node_error(t, "node02", "host-key-unknown")
 
 
+@ssh
 def test_revoked_host_key_is_refused(fleet: SSHFleet, tmp_path: Path) -> None:
     known = tmp_path / "known_hosts"
     known.write_text(
@@ -216,6 +240,7 @@ def test_revoked_host_key_is_refused(fleet: SSHFleet, tmp_path: Path) -> None:
 # ------------------------------------------------------------------ authentication
 
 
+@ssh
 def test_wrong_user_key_is_auth_failed_without_key_material(
     fleet: SSHFleet, transport: SSHTransport
 ) -> None:
@@ -228,6 +253,7 @@ def test_wrong_user_key_is_auth_failed_without_key_material(
     assert not any(line in error.message for line in private.splitlines()[1:-1])
 
 
+@ssh
 def test_key_file_logs_in_where_ssh_config_names_no_identity(
     fleet: SSHFleet, tmp_path: Path
 ) -> None:
@@ -240,6 +266,7 @@ def test_key_file_logs_in_where_ssh_config_names_no_identity(
     assert result.stdout == document("node02")
 
 
+@ssh
 def test_ssh_agent_keys_are_used(
     fleet: SSHFleet, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -263,6 +290,7 @@ def test_ssh_agent_keys_are_used(
 # ------------------------------------------------------------------ unreachable and timeouts
 
 
+@ssh
 def test_closed_port_is_unreachable_after_jittered_retries(fleet: SSHFleet) -> None:
     timeouts = Timeouts(connect_s=2, banner_s=2, auth_s=2, exec_s=2, node_s=10, retries=3)
     with SSHTransport(
@@ -277,6 +305,7 @@ def test_closed_port_is_unreachable_after_jittered_retries(fleet: SSHFleet) -> N
     assert 0.175 <= elapsed < 2.0
 
 
+@ssh
 def test_connection_dropped_before_the_banner_is_retried_a_bounded_number_of_times(
     fleet: SSHFleet,
 ) -> None:
@@ -290,6 +319,7 @@ def test_connection_dropped_before_the_banner_is_retried_a_bounded_number_of_tim
     assert fleet.connections("drop") - before == 3
 
 
+@ssh
 def test_connect_timeout_is_a_timeout_and_is_retried(fleet: SSHFleet) -> None:
     timeouts = Timeouts(connect_s=0.3, banner_s=2, auth_s=2, exec_s=2, node_s=10, retries=1)
     with SSHTransport(
@@ -303,6 +333,7 @@ def test_connect_timeout_is_a_timeout_and_is_retried(fleet: SSHFleet) -> None:
     assert 0.6 <= elapsed < 2.0
 
 
+@ssh
 def test_silent_node_times_out_on_the_banner_without_stalling_the_others(
     fleet: SSHFleet, transport: SSHTransport
 ) -> None:
@@ -330,6 +361,7 @@ def test_silent_node_times_out_on_the_banner_without_stalling_the_others(
         assert finished[name] < 1.4, finished
 
 
+@ssh
 def test_node_deadline_caps_every_phase(fleet: SSHFleet, transport: SSHTransport) -> None:
     timeouts = Timeouts(connect_s=30, banner_s=30, auth_s=30, exec_s=30, node_s=1.0)
     started = time.monotonic()
@@ -338,6 +370,7 @@ def test_node_deadline_caps_every_phase(fleet: SSHFleet, transport: SSHTransport
     assert "node deadline (1 s)" in error.message
 
 
+@ssh
 def test_hanging_command_times_out_in_the_exec_phase(transport: SSHTransport) -> None:
     timeouts = Timeouts(connect_s=2, banner_s=2, auth_s=2, exec_s=1.0, node_s=10)
     started = time.monotonic()
@@ -346,6 +379,7 @@ def test_hanging_command_times_out_in_the_exec_phase(transport: SSHTransport) ->
     assert "running the command timed out after 1 s" in error.message
 
 
+@ssh
 def test_connection_dropped_mid_run_is_unreachable(
     fleet: SSHFleet, transport: SSHTransport
 ) -> None:
@@ -361,6 +395,7 @@ def test_connection_dropped_mid_run_is_unreachable(
 # ------------------------------------------------------------------ what the command does
 
 
+@ssh
 def test_nonzero_exit_keeps_the_stderr_tail(transport: SSHTransport) -> None:
     result = run(transport, "failing")
     assert result.exit_status == 2
@@ -369,12 +404,14 @@ def test_nonzero_exit_keeps_the_stderr_tail(transport: SSHTransport) -> None:
     assert result.stderr_tail.endswith(b"\nTraceback: the end\n")
 
 
+@ssh
 def test_garbage_output_is_returned_for_the_caller_to_judge(transport: SSHTransport) -> None:
     result = run(transport, "garbage")
     assert result.exit_status == 0
     assert result.stdout.startswith(b"Traceback")
 
 
+@ssh
 def test_sudo_and_python_failures_are_results(transport: SSHTransport) -> None:
     sudo = run(transport, "sudo")
     assert (sudo.exit_status, sudo.stderr_tail) == (1, b"sudo: a password is required\n")
@@ -382,6 +419,7 @@ def test_sudo_and_python_failures_are_results(transport: SSHTransport) -> None:
     assert python.exit_status == 127 and b"python3: not found" in python.stderr_tail
 
 
+@ssh
 def test_oversized_output_is_bad_output_without_reading_it_all(transport: SSHTransport) -> None:
     tracemalloc.start()
     try:
@@ -398,6 +436,7 @@ def test_oversized_output_is_bad_output_without_reading_it_all(transport: SSHTra
 # ------------------------------------------------------------------ ProxyJump
 
 
+@ssh
 def test_proxyjump_through_the_bastion_reuses_one_jump_connection(
     fleet: SSHFleet, transport: SSHTransport
 ) -> None:
@@ -412,6 +451,7 @@ def test_proxyjump_through_the_bastion_reuses_one_jump_connection(
     assert bastion.log().count("Accepted publickey") - logins_before == 2
 
 
+@ssh
 def test_proxyjump_chain_of_two_hops(fleet: SSHFleet, tmp_path: Path) -> None:
     config = tmp_path / "ssh_config"
     node = fleet.node("node03")
@@ -428,6 +468,7 @@ def test_proxyjump_chain_of_two_hops(fleet: SSHFleet, tmp_path: Path) -> None:
     assert bastion.log().count("Accepted publickey") - logins_before == 2
 
 
+@ssh
 def test_proxyjump_checks_the_bastion_host_key(fleet: SSHFleet, tmp_path: Path) -> None:
     known = tmp_path / "known_hosts"
     port = fleet.node("bastion").port
@@ -443,6 +484,7 @@ def test_proxyjump_checks_the_bastion_host_key(fleet: SSHFleet, tmp_path: Path) 
     assert error.message.startswith("jump host bastion: ")
 
 
+@ssh
 def test_proxyjump_to_a_closed_port_is_unreachable(fleet: SSHFleet, tmp_path: Path) -> None:
     config = tmp_path / "ssh_config"
     config.write_text(
@@ -458,6 +500,7 @@ def test_proxyjump_to_a_closed_port_is_unreachable(fleet: SSHFleet, tmp_path: Pa
 # ------------------------------------------------------------------ cost per node
 
 
+@ssh
 def test_controller_cpu_per_node(fleet: SSHFleet, transport: SSHTransport) -> None:
     """Not a benchmark, a tripwire: the whole run must stay a few milliseconds of our CPU."""
     names = HEALTHY * 4
@@ -471,3 +514,58 @@ def test_controller_cpu_per_node(fleet: SSHFleet, transport: SSHTransport) -> No
     assert all(r.exit_status == 0 for r in results)
     print(f"controller CPU {cpu_ms:.1f} ms/node, {len(names)} runs in {wall_s:.2f} s")
     assert cpu_ms < 30
+
+
+# ------------------------------------------------------------------ pure parts (no sshd)
+
+
+def test_indexed_ssh_config_answers_like_paramiko() -> None:
+    import paramiko
+
+    text = (
+        "Host *.example\n  User wild\n"
+        "Host n0005 other\n  Port 1\n"
+        + "".join(
+            f"Host n{i:04d}\n  HostName 10.0.0.{i % 250}\n  Port {2000 + i}\n" for i in range(300)
+        )
+        + "Host !n0003 n000*\n  User negated\n"
+        "Host *\n  User fallback\n  IdentityFile ~/.ssh/k\n"
+        "Match host n0007\n  Port 9\n"
+    )
+    plain = paramiko.SSHConfig.from_text(text)
+    indexed = _IndexedSSHConfig(plain)
+    for host in ("n0003", "n0005", "n0007", "n0299", "other", "a.example", "unknown"):
+        assert indexed.lookup(host) == plain.lookup(host), host
+
+
+def test_jump_specs() -> None:
+    assert _parse_jump("bastion") == (None, "bastion", None)
+    assert _parse_jump("ops@bastion:2222") == ("ops", "bastion", 2222)
+    assert _parse_jump("ssh://ops@[::1]:2200") == ("ops", "::1", 2200)
+
+
+def test_known_hosts_index(tmp_path: Path) -> None:
+    import base64
+
+    blob_a, blob_b, blob_c = (
+        base64.b64encode(b"\0\0\0\x0bssh-ed25519" + bytes([n]) * 36).decode() for n in (1, 2, 3)
+    )
+    path = tmp_path / "known_hosts"
+    path.write_text(
+        f"# comment\n\n"
+        f"alpha,[beta]:2222 ssh-ed25519 {blob_a}\n"
+        f"{_hash_name('gamma')} ssh-ed25519 {blob_b}\n"
+        f"*.lab ssh-ed25519 {blob_c}\n"
+        f"@cert-authority *.corp ssh-ed25519 {blob_c}\n"
+        f"@revoked * ssh-ed25519 {blob_b}\n"
+        "broken line\n"
+    )
+    index = _KnownHostsFile.load(str(path))
+    assert [t for t, _ in index.lookup("alpha")] == ["ssh-ed25519"]
+    assert index.lookup("[beta]:2222") == index.lookup("alpha")
+    assert index.lookup("beta") == []
+    assert index.lookup("gamma")[0][1] == base64.b64decode(blob_b)
+    assert index.lookup("node.lab")[0][1] == base64.b64decode(blob_c)
+    assert index.lookup("x.corp") == []
+    assert index.revoked == {base64.b64decode(blob_b)}
+    assert _KnownHostsFile.load(str(tmp_path / "missing")).lookup("alpha") == []
