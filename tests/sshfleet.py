@@ -301,6 +301,7 @@ class SSHFleet:
     start_timeout_s: float = 30.0
     max_startups: str = "2000:100:4000"
     extra_sshd_options: Sequence[str] = ()
+    sshd_flags: Sequence[str] = ()  # e.g. ("-r",): no re-exec per connection (OpenSSH < 9.8)
     nodes: dict[str, FleetNode] = field(default_factory=dict)
     startup_s: float = 0.0  # wall time the last start() took
 
@@ -460,7 +461,7 @@ class SSHFleet:
         log = open(node.log_path, "ab")  # noqa: SIM115 - handed to the child
         try:
             return subprocess.Popen(
-                [SSHD, "-D", "-e", "-f", str(node.directory / "sshd_config")],
+                [SSHD, "-D", "-e", *self.sshd_flags, "-f", str(node.directory / "sshd_config")],
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=log,
