@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import re
 import shutil
 import subprocess
@@ -16,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from vlcalc.errors import InventoryError
 from vlcalc.inventory import Inventory, load_inventory, parse_inventory, select
@@ -472,6 +474,9 @@ class Ansible:
     def error_case(self, case: str) -> Path:
         return self.home / "errors" / f"{case}.yaml"
 
+    def random_case(self, seed: int) -> Path:
+        return self.home / "random" / f"seed{seed}.yaml"
+
 
 def list_command(path: Path) -> tuple[str, ...]:
     return ("ansible-inventory", "-i", str(path), "--list")
@@ -493,6 +498,10 @@ def ansible(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Ansible]:
     (runner.home / "errors").mkdir()
     for case, text, _, _ in ERROR_CASES:
         runner.error_case(case).write_text(text)
+    (runner.home / "random").mkdir()
+    for seed in RANDOM_SEEDS:
+        runner.random_case(seed).write_text(random_inventory(seed))
+        runner.start(*list_command(runner.random_case(seed)))
     runner.start(*PING_COMMAND)
     for path in CONFORMANCE_FILES:
         runner.start(*list_command(path))
@@ -515,9 +524,7 @@ def transitive_groups(data: dict[str, Any]) -> dict[str, set[str]]:
     return {group: members(group) for group in data if group != "_meta"}
 
 
-@pytest.mark.ansible
-@pytest.mark.parametrize("path", CONFORMANCE_FILES, ids=[p.name for p in CONFORMANCE_FILES])
-def test_conformance_with_ansible_inventory(path: Path, ansible: Ansible) -> None:
+def assert_same_as_ansible(ansible: Ansible, path: Path) -> None:
     result = ansible.run(*list_command(path))
     assert result.returncode == 0, result.stderr
     data = json.loads(result.stdout)
@@ -531,6 +538,68 @@ def test_conformance_with_ansible_inventory(path: Path, ansible: Ansible) -> Non
     for name, host in inv.hosts.items():
         assert set(host.groups) == {g for g, hs in theirs.items() if name in hs} - {"all"}
         assert host.vars == data["_meta"]["hostvars"].get(name, {}), name
+
+
+@pytest.mark.ansible
+@pytest.mark.parametrize("path", CONFORMANCE_FILES, ids=[p.name for p in CONFORMANCE_FILES])
+def test_conformance_with_ansible_inventory(path: Path, ansible: Ansible) -> None:
+    assert_same_as_ansible(ansible, path)
+
+
+RANDOM_SEEDS = range(8)
+
+
+def random_inventory(seed: int) -> str:
+    """A random group DAG (edges only from lower to higher numbers, so no loops) with variables,
+    priorities and hosts scattered over several definitions of the same groups."""
+    rng = random.Random(seed)
+    groups = [f"g{i}" for i in range(rng.randint(6, 14))]
+    pool = ["colour", "size", "ansible_user", "ansible_port", "ansible_host", "ansible_ssh_user"]
+    document: dict[str, Any] = {"all": {"vars": {"colour": "all"}, "hosts": {}, "children": {}}}
+    for index, group in enumerate(groups):
+        definition: dict[str, Any] = {
+            "vars": {key: f"{group}-{key}" for key in rng.sample(pool, rng.randint(0, 3))},
+            "hosts": {},
+            "children": {child: None for child in groups[index + 1 :] if rng.random() < 0.2},
+        }
+        if "ansible_port" in definition["vars"]:
+            definition["vars"]["ansible_port"] = 2000 + index
+        if rng.random() < 0.4:
+            definition["vars"]["ansible_group_priority"] = rng.randint(1, 3)
+        parents = [g for g in groups[:index] if group in document.get(g, {}).get("children", {})]
+        if parents and rng.random() < 0.5:  # define it where a parent lists it
+            document[rng.choice(parents)]["children"][group] = definition
+        elif rng.random() < 0.3:
+            document["all"]["children"][group] = definition
+        else:
+            document[group] = definition
+    for number in range(rng.randint(5, 25)):
+        host = f"h{number:02d}.example"
+        homes = rng.sample(groups, rng.randint(0, 3))
+        for home in homes or ["all"]:
+            entry = document.get(home) or _find_definition(document, home)
+            entry["hosts"][host] = {"size": host} if rng.random() < 0.2 else None
+    return yaml.safe_dump(document, sort_keys=False)
+
+
+def _find_definition(document: dict[str, Any], group: str) -> dict[str, Any]:
+    for definition in document.values():
+        children = definition.get("children") or {}
+        if isinstance(children.get(group), dict):
+            found: dict[str, Any] = children[group]
+            return found
+        for child in children.values():
+            if isinstance(child, dict):
+                nested = _find_definition({"x": child}, group)
+                if nested:
+                    return nested
+    return {}
+
+
+@pytest.mark.ansible
+@pytest.mark.parametrize("seed", RANDOM_SEEDS)
+def test_random_inventories_match_ansible(seed: int, ansible: Ansible) -> None:
+    assert_same_as_ansible(ansible, ansible.random_case(seed))
 
 
 # Error cases that ansible-inventory rejects as well.  The others are vlcalc's own checks: values

@@ -140,9 +140,13 @@ def _load_yaml(text: str, source: str) -> Any:
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         problem = exc.problem or exc.context or "syntax error"
-        line = mark.line + 1 if mark else None
-        column = f" (column {mark.column + 1})" if mark else ""
-        raise InventoryError(f"invalid YAML: {problem}{column}", source=source, line=line) from exc
+        where = [f"column {mark.column + 1}"] if mark else []
+        if exc.context and exc.context_mark and exc.problem_mark:
+            where.append(f"{exc.context} at line {exc.context_mark.line + 1}")
+        detail = f" ({'; '.join(where)})" if where else ""
+        raise InventoryError(
+            f"invalid YAML: {problem}{detail}", source=source, line=mark.line + 1 if mark else None
+        ) from exc
     except yaml.YAMLError as exc:
         raise InventoryError(f"invalid YAML: {_one_line(str(exc))}", source=source) from exc
 
@@ -585,7 +589,11 @@ class _Vars:
             and not isinstance(value, _Unsafe)
             and any(marker in value for marker in _TEMPLATE_MARKERS)
         ):
-            raise self.error(name, f"is templated ({value!r}): templated values are not supported")
+            raise self.error(
+                name,
+                f"is templated ({value!r}): templated values are not supported, "
+                "write the literal value",
+            )
         return chosen
 
     def text(self, *names: str) -> str | None:
