@@ -51,7 +51,9 @@ def big_fleet(size: int = 1000) -> list[NodeRecord]:
     """``size`` nodes in five hardware profiles, with some that could not be probed."""
     kinds = ["a64fx", "graviton3", "vl384", "a64fx", "graviton3"]
     nodes = [
-        failed(f"node{i:04d}.dc1.example", f"timeout after 60 s (host 10.1.{i // 250}.{i % 250})")
+        failed(
+            f"node{i:04d}.dc1.example", f"no answer within 60 s (host 10.1.{i // 250}.{i % 250})"
+        )
         if i % 97 == 0
         else node(f"node{i:04d}.dc1.example", kinds[i % len(kinds)])
         for i in range(size)
@@ -104,7 +106,9 @@ class Page(HTMLParser):
         for element in self.stack:
             element["text"] += data
 
-    def find(self, tag: str | None = None, css: str | None = None, **attrs: str) -> list[Any]:
+    def find(
+        self, tag: str | None = None, css: str | None = None, **attrs: str
+    ) -> list[dict[str, Any]]:
         return [
             e
             for e in self.elements
@@ -117,7 +121,9 @@ class Page(HTMLParser):
         (element,) = self.find(id=element_id)
         return element
 
-    def within(self, element: dict[str, Any], tag: str, css: str | None = None) -> list[Any]:
+    def within(
+        self, element: dict[str, Any], tag: str, css: str | None = None
+    ) -> list[dict[str, Any]]:
         return [e for e in self.find(tag, css) if any(p is element for p in e["parents"])]
 
 

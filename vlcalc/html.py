@@ -213,12 +213,13 @@ def _rows(nodes: Sequence[dict[str, Any]]) -> list[list[dict[str, Any]]]:
     return list(groups.values())
 
 
-def _common(members: Sequence[dict[str, Any]], field: str) -> str | None:
+def _common(members: Sequence[dict[str, Any]], field: str, plural: str) -> str | None:
+    """The members' shared ``field``, or e.g. ``"3 kernels"`` when they differ."""
     values = {member.get(field) for member in members}
     if len(values) == 1:
         value = values.pop()
         return None if value is None else str(value)
-    return "various"
+    return f"{len(values - {None})} {plural}"
 
 
 def _matrix(report: dict[str, Any]) -> str:
@@ -242,7 +243,10 @@ def _matrix(report: dict[str, Any]) -> str:
             label, meta_names = names[0], ""
         hardware = " · ".join(
             value
-            for value in (_common(members, "cpu_model"), _common(members, "kernel"))
+            for value in (
+                _common(members, "cpu_model", "CPU models"),
+                _common(members, "kernel", "kernels"),
+            )
             if value is not None
         )
         meta = meta_names + (f'<span class="meta">{_text(hardware)}</span>' if hardware else "")
