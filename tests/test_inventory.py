@@ -333,6 +333,8 @@ def test_load_errors(tmp_path: Path) -> None:
     binary.write_bytes(b"kvm:\n  hosts:\n    caf\xe9:\n")
     with pytest.raises(InventoryError, match="not UTF-8"):
         load_inventory(binary)
+    with pytest.raises(InventoryError, match="cannot read: File name too long"):
+        load_inventory(tmp_path / ("x" * 5000))
 
 
 @pytest.mark.skipif(hasattr(os, "geteuid") and os.geteuid() == 0, reason="root reads anything")
