@@ -466,7 +466,7 @@ class SSHTransport:
                             parsed.parse(handle)
                     except FileNotFoundError:
                         continue
-                    except OSError as exc:
+                    except (OSError, UnicodeError, paramiko.ConfigParseError) as exc:
                         raise _Failure(
                             "unreachable", f"cannot read ssh config {path}: {exc}"
                         ) from exc
