@@ -18,7 +18,7 @@ import typer
 
 from vlcalc import __version__
 from vlcalc.documents import check_unique, read_paths
-from vlcalc.errors import InputError, SpecError, VlcalcError
+from vlcalc.errors import InputError, NodeError, SpecError, VlcalcError
 from vlcalc.render import (
     CHECK_FORMATS,
     DIFF_FORMATS,
@@ -72,6 +72,9 @@ def guarded(func: F) -> F:
         except InputError as exc:
             _err(str(exc))
             raise typer.Exit(ExitCode.INVALID_INPUT) from None
+        except NodeError as exc:  # `vlcalc probe`: no document, so this node's answer is unknown
+            _err(str(exc))
+            raise typer.Exit(ExitCode.INCOMPLETE) from None
         except VlcalcError as exc:
             _err(str(exc))
             raise typer.Exit(ExitCode.INVALID_INPUT) from None
@@ -123,7 +126,7 @@ PathsArg = Annotated[
     ),
 ]
 FormatOpt = Annotated[
-    str, typer.Option("--format", "-f", help="table, json, markdown, qemu, libvirt or kvm.")
+    str, typer.Option("--format", "-f", help="table, json, markdown, html, qemu, libvirt or kvm.")
 ]
 RequireOpt = Annotated[
     Optional[int],

@@ -36,7 +36,7 @@ from vlcalc.report import (
 )
 from vlcalc.vl import VLSet
 
-FORMATS = ("table", "json", "markdown", "qemu", "libvirt", "kvm")
+FORMATS = ("table", "json", "markdown", "html", "qemu", "libvirt", "kvm")
 CHECK_FORMATS = ("table", "json", "markdown")
 DIFF_FORMATS = CHECK_FORMATS
 PROFILE_THRESHOLD = 40  # above this many nodes, the matrix shows one row per distinct set
@@ -92,6 +92,10 @@ def render_report(report: Report, fmt: str) -> str | None:
         return as_json(report_json(report))
     if fmt == "markdown":
         return report_markdown(report)
+    if fmt == "html":
+        from vlcalc.html import render_html
+
+        return render_html(report_json(report))
     if fmt == "qemu":
         return f"-cpu {answer.vls.qemu_cpu()}\n"
     if fmt == "libvirt":
