@@ -193,3 +193,19 @@ def test_down_without_a_fleet_is_a_no_op(tmp_path: Path) -> None:
 def test_cli_usage_errors_exit_2() -> None:
     assert main(["up", "--dir", "x"]) == 2
     assert main(["nonsense"]) == 2
+
+
+@pytest.mark.parametrize(
+    ("member", "wanted"),
+    [
+        ("./boot/vmlinuz-6.1.0-56-arm64", True),
+        ("./boot/System.map-6.1.0-56-arm64", False),
+        ("./lib/modules/6.1.0-56-arm64/kernel/drivers/net/virtio_net.ko", True),
+        ("./lib/modules/6.12.117+deb12-arm64/kernel/net/core/failover.ko.xz", True),
+        ("./lib/modules/6.1.0-56-arm64/kernel/drivers/net/virtio_net_extra.ko", False),
+        ("./lib/modules/6.1.0-56-arm64/kernel/fs/ext4/ext4.ko", False),
+        ("./usr/share/doc/virtio_net.ko", False),
+    ],
+)
+def test_kernel_member_wanted(member: str, wanted: bool) -> None:
+    assert image.kernel_member_wanted(member) is wanted

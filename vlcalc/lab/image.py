@@ -24,6 +24,7 @@ import shutil
 import stat
 import subprocess
 import sys
+import tarfile
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,7 +33,7 @@ from vlcalc.lab import cpio
 from vlcalc.lab.errors import CommandError, LabError
 
 # Bump when the image contents change, so cached images are rebuilt.
-BUILDER_VERSION = 3
+BUILDER_VERSION = 4
 
 # The kernel lines a node can boot, each named by the meta package that points at its newest
 # build.  6.1 is bookworm's own kernel; 6.12 comes from bookworm's backported line.
@@ -193,6 +194,23 @@ def keep_file(package: str, path: str, stdlib_extras: Sequence[str] = STDLIB_EXT
     return True
 
 
+def kernel_member_wanted(name: str) -> bool:
+    """Whether a kernel package member is needed: the kernel and the network modules.
+
+    ``./boot/vmlinuz-6.1.0-56-arm64`` and ``./lib/modules/6.12.117+deb12-arm64/kernel/drivers/
+    net/virtio_net.ko.xz`` are; every other module is not.
+    """
+    path = name.removeprefix("./")
+    if path.startswith("boot/vmlinuz-"):
+        return True
+    base = path.rsplit("/", 1)[-1]
+    return (
+        path.startswith("lib/modules/")
+        and base.split(".ko", 1)[0] in NETWORK_MODULES
+        and (base.endswith((".ko", ".ko.xz")))
+    )
+
+
 def init_script(modules: Sequence[str]) -> str:
     """The busybox ``/init`` of a node.
 
@@ -322,6 +340,29 @@ def _run(argv: Sequence[str], cwd: Path | None = None) -> str:
     return done.stdout
 
 
+def _extract_kernel(deb: Path, target: Path) -> None:
+    """Stream ``dpkg-deb --fsys-tarfile`` and write only the members the lab needs."""
+    argv = ["dpkg-deb", "--fsys-tarfile", str(deb)]
+    with subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE) as proc:
+        assert proc.stdout is not None and proc.stderr is not None
+        with tarfile.open(fileobj=proc.stdout, mode="r|") as tar:
+            for member in tar:
+                if not (member.isfile() and kernel_member_wanted(member.name)):
+                    continue
+                source = tar.extractfile(member)
+                if source is None:
+                    continue
+                out = target / member.name.removeprefix("./")
+                out.parent.mkdir(parents=True, exist_ok=True)
+                out.write_bytes(source.read())
+        # Drain the rest so dpkg-deb never blocks on a full pipe before we wait for it.
+        while proc.stdout.read(1 << 20):
+            pass
+        error = proc.stderr.read().decode(errors="replace")
+    if proc.returncode != 0:
+        raise CommandError(argv, proc.returncode, error)
+
+
 def _say(message: str) -> None:
     print(f"vlcalc-lab: {message}", file=sys.stderr, flush=True)
 
@@ -347,6 +388,7 @@ class Builder:
         self.debs_dir = self.cache / "debs"
         self.staging_dir = self.cache / "staging"
         self.images_dir = self.cache / "images"
+        self._kernel_packages: dict[str, str] = {}
 
     # -- apt -----------------------------------------------------------------------------------
 
@@ -388,12 +430,18 @@ class Builder:
         _say("apt-get update (arm64, private state)")
         self._apt("apt-get", "update")
 
+    def userland_packages(self) -> list[str]:
+        return [*USERLAND_PACKAGES, *(SUDO_PACKAGES if self.sudo else ())]
+
     def kernel_package(self, line: str) -> str:
         meta = KERNEL_META_PACKAGES.get(line)
         if meta is None:
             known = ", ".join(KERNEL_META_PACKAGES)
             raise LabError(f"unknown kernel line {line!r}; known: {known}")
-        return kernel_package_from_depends(self._apt("apt-cache", "depends", meta))
+        if line not in self._kernel_packages:
+            output = self._apt("apt-cache", "depends", meta)
+            self._kernel_packages[line] = kernel_package_from_depends(output)
+        return self._kernel_packages[line]
 
     def download(self, packages: Iterable[str]) -> dict[str, Path]:
         """The cached .deb of each package, downloading the missing ones in one apt call."""
@@ -409,6 +457,10 @@ class Builder:
         have = cached()
         missing = [p for p in wanted if p not in have or self.refresh]
         if missing:
+            for package in missing:
+                if package in have:
+                    # One .deb per package in the cache, so a stale version can never win.
+                    have[package].unlink()
             _say(f"downloading {len(missing)} arm64 packages")
             self._apt("apt-get", "download", *missing, cwd=self.debs_dir)
             have = cached()
@@ -417,8 +469,12 @@ class Builder:
             raise LabError(f"apt-get download did not produce: {', '.join(lost)}")
         return {p: have[p] for p in wanted}
 
-    def unpack(self, deb: Path) -> Path:
-        """``dpkg -x`` once per .deb; a marker file makes an interrupted unpack redo itself."""
+    def unpack(self, deb: Path, *, kernel: bool = False) -> Path:
+        """Unpack a .deb into the staging tree once; a marker makes an interrupted unpack redo.
+
+        A kernel package is 60-90 MB of modules of which the lab needs six files, so only
+        :func:`kernel_member_wanted` members are taken from it.
+        """
         target = self.staging_dir / deb.name.removesuffix(".deb")
         marker = target / ".vlcalc-unpacked"
         if marker.exists():
@@ -426,7 +482,10 @@ class Builder:
         if target.exists():
             shutil.rmtree(target)
         target.mkdir(parents=True)
-        _run(["dpkg-deb", "-x", str(deb), str(target)])
+        if kernel:
+            _extract_kernel(deb, target)
+        else:
+            _run(["dpkg-deb", "-x", str(deb), str(target)])
         marker.touch()
         return target
 
@@ -477,7 +536,7 @@ class Builder:
         self.update()
         kernel_pkg = self.kernel_package(line)
         release = kernel_release(kernel_pkg)
-        packages = [kernel_pkg, *USERLAND_PACKAGES, *(SUDO_PACKAGES if self.sudo else ())]
+        packages = [kernel_pkg, *self.userland_packages()]
         debs = self.download(packages)
         out = self.images_dir / line
         manifest = {
@@ -497,7 +556,7 @@ class Builder:
         ):
             return image
         _say(f"composing the {line} image ({release})")
-        roots = {package: self.unpack(deb) for package, deb in debs.items()}
+        roots = {p: self.unpack(deb, kernel=p == kernel_pkg) for p, deb in debs.items()}
         entries: dict[str, cpio.Entry] = {e.path: e for e in skeleton()}
         for package in packages[1:]:
             for entry in self._package_entries(package, roots[package]):
@@ -535,4 +594,9 @@ def build(
 ) -> dict[str, Image]:
     """Fetch what is missing and build the image of every kernel line in ``lines``."""
     builder = Builder(cache, refresh=refresh, sudo=sudo)
+    builder.update()
+    # One apt-get download for every line: apt fetches in parallel, once.
+    kernels = [builder.kernel_package(line) for line in lines]
+    builder.download([*kernels, *builder.userland_packages()])
+    builder.refresh = False  # lists and debs are fresh now; build() must not fetch again
     return {line: builder.build(line) for line in lines}
