@@ -174,18 +174,17 @@ def _matrix(report: Report) -> Table:
     return table
 
 
-def _limits(report: Report) -> Text:
-    text = Text()
+def _limits(report: Report) -> Text | Group:
     if not report.answer.limits:
-        text.append("Limits: none — every node offers the same set\n", style="green")
-        return text
-    text.append("Why the set is not larger:\n", style="bold")
+        return Text("Limits: none — every node offers the same set\n", style="green")
+    # A grid gives each message a hanging indent, however narrow the terminal.
+    grid = Table.grid(padding=(0, 1))
+    grid.add_column(no_wrap=True)
+    grid.add_column(overflow="fold")
     for limit in report.answer.limits:
-        text.append(
-            f"  • {limit.kind}: " if limit.binding else f"  • then {limit.kind}: ", style="bold"
-        )
-        text.append(limit.message + "\n")
-    return text
+        label = f"  • {limit.kind}:" if limit.binding else f"  • then {limit.kind}:"
+        grid.add_row(Text(label, style="bold"), Text(limit.message))
+    return Group(Text("Why the set is not larger:", style="bold"), grid, Text(""))
 
 
 def _settings(vls: VLSet) -> Text:
