@@ -11,6 +11,13 @@ loaded private keys, the ssh-agent key list, the connections to jump hosts -- is
 transport, lazily and under a lock, because a scan runs ``run`` from a thread pool for hundreds of
 nodes.
 
+Phases and their limits (each capped by ``node_s``, counted from the start of ``run`` and
+including retries): ``connect_s`` for the TCP connect (or the ``direct-tcpip`` channel through a
+jump host), ``banner_s`` for the SSH banner *and* the key exchange, ``auth_s`` for all key
+attempts together, ``exec_s`` from opening the session to the exit status.  The host key is
+checked between key exchange and authentication, so a refused host never sees a login attempt.
+``StrictHostKeyChecking`` in ssh_config is ignored: checking cannot be turned off.
+
 Failures are :class:`vlcalc.errors.NodeError` with ``kind`` one of ``unreachable``,
 ``auth-failed``, ``host-key-unknown``, ``host-key-changed``, ``timeout`` or ``bad-output``.
 Only failures to *connect* (refused, no route, reset or closed before the SSH handshake, a TCP
