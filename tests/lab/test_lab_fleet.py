@@ -7,8 +7,10 @@ must report it, and for a few hundred candidate sets per node the kernel's verdi
 
 from __future__ import annotations
 
+import os
 import random
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -253,3 +255,31 @@ def test_a_node_that_cannot_boot_fails_with_its_console_tail(tmp_path: Path) -> 
     assert "Kernel panic" in caught.value.console_tail
     assert fleet.nodes == []
     assert not (tmp_path / "lab.json").exists()
+
+
+def test_python3_on_the_nodes_is_python3_minimal_plus_json(lab: LabFleet) -> None:
+    # The probe must run on a bare python3-minimal; a lab python with more would hide a slip.
+    done = lab.ssh("vl4", "python3 -c 'import json, array, fcntl, struct; import shutil'")
+    assert done.returncode == 1
+    assert b"No module named 'shutil'" in done.stderr
+    assert lab.ssh("vl4", "python3 -c 'import ctypes'").returncode == 1
+
+
+@pytest.mark.ansible
+def test_ansible_reaches_the_fleet_through_the_inventory(lab: LabFleet, tmp_path: Path) -> None:
+    if shutil.which("ansible") is None:
+        pytest.skip("ansible-core is not installed")
+    done = subprocess.run(
+        [
+            "ansible", "-i", str(lab.fleet.inventory_path), "all", "-m", "ping",
+            # Ansible's modules need more stdlib than the probe; the wrapper adds it.
+            "-e", "ansible_python_interpreter=/usr/bin/python3-ansible",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=tmp_path,
+        env={**os.environ, "ANSIBLE_HOME": str(tmp_path), "ANSIBLE_NOCOLOR": "1"},
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert done.stdout.count("SUCCESS") == len(FLEET)

@@ -208,6 +208,8 @@ def inventory(nodes: Sequence[Node], key_file: Path, known_hosts: Path) -> dict[
             "ansible_user": "root",
             "ansible_ssh_private_key_file": str(key_file),
             "ansible_python_interpreter": "/usr/bin/python3",
+            # Dropbear has no sftp/scp: Ansible must send modules over stdin.
+            "ansible_pipelining": True,
             "ansible_ssh_common_args": (
                 f"-o UserKnownHostsFile={known_hosts} -o StrictHostKeyChecking=yes"
             ),

@@ -33,7 +33,7 @@ from vlcalc.lab import cpio
 from vlcalc.lab.errors import CommandError, LabError
 
 # Bump when the image contents change, so cached images are rebuilt.
-BUILDER_VERSION = 4
+BUILDER_VERSION = 5
 
 # The kernel lines a node can boot, each named by the meta package that points at its newest
 # build.  6.1 is bookworm's own kernel; 6.12 comes from bookworm's backported line.
@@ -79,6 +79,13 @@ SUDO_PACKAGES = (
 
 # From libpython3.11-stdlib only what the probe needs beyond python3.11-minimal: json.
 STDLIB_EXTRAS = ("json",)
+
+# What Ansible's AnsiballZ modules (ping, setup) import beyond that.  Kept off python3's path, in
+# their own directory behind /usr/bin/python3-ansible, so the probe is still tested against a
+# python3-minimal interpreter and cannot come to depend on them unnoticed.
+ANSIBLE_STDLIB = ("shutil", "dataclasses", "shlex", "decimal", "numbers")
+ANSIBLE_LIB_DIR = "usr/lib/vlcalc-ansible"
+ANSIBLE_PYTHON = "/usr/bin/python3-ansible"
 
 PROBE_UID = 1000
 KVM_GID = 993
@@ -340,6 +347,26 @@ def _run(argv: Sequence[str], cwd: Path | None = None) -> str:
     return done.stdout
 
 
+def ansible_python_entries(stdlib_root: Path) -> list[cpio.Entry]:
+    """:data:`ANSIBLE_STDLIB` from the unpacked libpython3.11-stdlib, and the interpreter
+    wrapper that puts them on the path."""
+    source = stdlib_root / "usr" / "lib" / "python3.11"
+    entries = [cpio.directory(ANSIBLE_LIB_DIR)]
+    for name in ANSIBLE_STDLIB:
+        for path in [source / f"{name}.py", *source.glob(f"lib-dynload/_{name}.*.so")]:
+            if path.is_file():
+                entries.append(
+                    cpio.regular(f"{ANSIBLE_LIB_DIR}/{path.name}", path.read_bytes(), 0o644)
+                )
+    wrapper = (
+        "#!/bin/sh\n"
+        f"PYTHONPATH=/{ANSIBLE_LIB_DIR}${{PYTHONPATH:+:$PYTHONPATH}}"
+        ' exec /usr/bin/python3.11 "$@"\n'
+    )
+    entries.append(cpio.regular(ANSIBLE_PYTHON.lstrip("/"), wrapper.encode(), 0o755))
+    return entries
+
+
 def _extract_kernel(deb: Path, target: Path) -> None:
     """Stream ``dpkg-deb --fsys-tarfile`` and write only the members the lab needs."""
     argv = ["dpkg-deb", "--fsys-tarfile", str(deb)]
@@ -566,6 +593,8 @@ class Builder:
             # dpkg -x as non-root drops the setuid bit; sudo cannot work without it.
             entries["usr/bin/sudo"] = cpio.regular(sudo.path, sudo.data, 0o4755)
         entries["usr/bin/python3"] = cpio.symlink("usr/bin/python3", "python3.11")
+        for entry in ansible_python_entries(roots["libpython3.11-stdlib"]):
+            entries[entry.path] = entry
         modules = self._module_entries(roots[kernel_pkg], release)
         entries.update((entry.path, entry) for _, entry in modules)
         for entry in config_files(self.sudo):
