@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -108,17 +109,23 @@ def parse_probe(
 
 
 def _checked_vls(sve: dict[str, Any], source: str, where: str) -> VLSet:
-    listed: list[int] = sve["vls"]
-    if listed != sorted(set(listed)):
-        raise DocumentError(
-            "must be ascending without repeats", source=source, field=f"{where}.vls"
-        )
+    try:
+        return _vls_from(tuple(sve["vls"]), tuple(sve["words"]))
+    except ValueError as exc:
+        field = "vls" if "ascending" in str(exc) else "words"
+        raise DocumentError(str(exc), source=source, field=f"{where}.{field}") from None
+
+
+@lru_cache(maxsize=4096)
+def _vls_from(listed: tuple[int, ...], words: tuple[str, ...]) -> VLSet:
+    """The set, after checking the list against the bitmap; cached, since a fleet repeats a few
+    sets many times."""
+    if list(listed) != sorted(set(listed)):
+        raise ValueError("must be ascending without repeats")
     vls = VLSet.from_vls(listed)
-    words = VLSet.from_words(int(word, 16) for word in sve["words"])
-    if words != vls:
-        raise DocumentError(
-            f"the bitmap says {words} but vls says {vls}", source=source, field=f"{where}.words"
-        )
+    bitmap = VLSet.from_words(int(word, 16) for word in words)
+    if bitmap != vls:
+        raise ValueError(f"the bitmap says {bitmap} but vls says {vls}")
     return vls
 
 
@@ -159,13 +166,19 @@ def parse_scan(doc: Any, *, source: str) -> list[NodeRecord]:
     return nodes
 
 
-def parse_document(doc: Any, *, source: str) -> list[NodeRecord]:
-    """A probe or a scan document, told apart by its ``schema`` tag."""
+def parse_document(doc: Any, *, source: str, name_hint: str | None = None) -> list[NodeRecord]:
+    """A probe or a scan document, told apart by its ``schema`` tag, or a file Ansible wrote
+    (``vlcalc.ansible_facts``: a fact-cache file or a registered result, host ``name_hint``)."""
+    from vlcalc.ansible_facts import parse_ansible  # it builds on this module
+
     tag = doc.get("schema") if isinstance(doc, dict) else None
     if tag == PROBE_SCHEMA:
         return [parse_probe(doc, source=source)]
     if tag == SCAN_SCHEMA:
         return parse_scan(doc, source=source)
+    ansible_nodes = parse_ansible(doc, source, name_hint)
+    if ansible_nodes is not None:
+        return ansible_nodes
     raise DocumentError(
         f"not a vlcalc document (schema {tag!r}; expected {PROBE_SCHEMA} or {SCAN_SCHEMA})",
         source=source,
@@ -193,8 +206,13 @@ def _expand(paths: Iterable[str]) -> list[Path]:
         path = Path(text)
         if path.is_dir():
             found = sorted(path.glob("*.json"))
+            if not found:  # an Ansible jsonfile fact cache: one file per host, no .json
+                found = sorted(p for p in path.iterdir() if p.is_file() and p.name[0] != ".")
             if not found:
-                raise DocumentError("directory holds no *.json documents", source=text)
+                raise DocumentError(
+                    "directory holds no *.json documents (nor Ansible fact-cache files)",
+                    source=text,
+                )
             files.extend(found)
         elif path.exists():
             files.append(path)
@@ -219,9 +237,13 @@ def load_json(path: Path) -> Any:
 
 
 def read_paths(paths: Iterable[str]) -> list[NodeRecord]:
-    """Every node in the given files and directories (a directory: each ``*.json`` in it)."""
+    """Every node in the given files and directories (a directory: each ``*.json`` in it, or
+    each file of an Ansible fact cache)."""
+    from vlcalc.ansible_facts import host_name_hint
+
     nodes: list[NodeRecord] = []
     for path in _expand(paths):
-        nodes.extend(parse_document(load_json(path), source=str(path)))
+        hint = host_name_hint(path.name)
+        nodes.extend(parse_document(load_json(path), source=str(path), name_hint=hint))
     check_unique(nodes)
     return nodes

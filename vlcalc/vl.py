@@ -17,6 +17,7 @@ import re
 import xml.etree.ElementTree as ElementTree
 from collections.abc import Iterable
 from dataclasses import dataclass
+from functools import lru_cache
 
 from vlcalc.errors import SpecError
 
@@ -80,17 +81,11 @@ class VLSet:
 
     # -- views ----------------------------------------------------------------------------------
     def vqs(self) -> list[int]:
-        mask, out, vq = self.mask, [], 1
-        while mask:
-            if mask & 1:
-                out.append(vq)
-            mask >>= 1
-            vq += 1
-        return out
+        return list(_vqs(self.mask))
 
     def vls(self) -> list[int]:
         """VLs in bits, ascending: ``[128, 256, 512]``."""
-        return [vq * VQ_BITS for vq in self.vqs()]
+        return list(_vls(self.mask))
 
     def words(self) -> list[int]:
         return [(self.mask >> (WORD_BITS * i)) & _WORD_MASK for i in range(WORDS)]
@@ -155,6 +150,17 @@ class VLSet:
         lines.extend(f"  <feature policy='require' name='sve{vl}'/>" for vl in self.vls())
         lines.append("</cpu>")
         return "\n".join(lines)
+
+
+# A fleet has a handful of distinct sets and many nodes: compute each set's members once.
+@lru_cache(maxsize=4096)
+def _vqs(mask: int) -> tuple[int, ...]:
+    return tuple(bit + 1 for bit in range(mask.bit_length()) if mask >> bit & 1)
+
+
+@lru_cache(maxsize=4096)
+def _vls(mask: int) -> tuple[int, ...]:
+    return tuple(vq * VQ_BITS for vq in _vqs(mask))
 
 
 # -- parsing user input ---------------------------------------------------------------------------
