@@ -1,8 +1,8 @@
 """The lab fleet: emulated arm64 nodes with real KVM, shared by the lab tests.
 
-The fleet mixes kernel lines (6.1, 6.12) and KVM modes (VHE, nVHE) so every statement is checked
-against more than one real kernel.  Images come from the lab cache (``python -m vlcalc.lab
-build`` fills it; the fixture builds what is missing, which needs the Debian archive).
+The fleet mixes kernel lines (6.1, 6.12) and KVM modes (VHE, nVHE, protected) so every statement
+is checked against more than one real kernel.  Images come from the lab cache (``python -m
+vlcalc.lab build`` fills it; the fixture builds what is missing, which needs the Debian archive).
 """
 
 from __future__ import annotations
@@ -25,6 +25,8 @@ FLEET = (
     NodeSpec("graviton3", frozenset({128, 256}), "6.1", ("kvm-arm.mode=nvhe",)),
     NodeSpec("nosve", None, "6.12"),
     NodeSpec("wide", frozenset({128, 256, 512, 1024, 2048}), "6.12", ("kvm-arm.mode=nvhe",)),
+    # pKVM: the host kernel itself is deprivileged; KVM still gives non-protected guests SVE.
+    NodeSpec("pkvm", frozenset({128, 256, 384, 512, 640}), "6.1", ("kvm-arm.mode=protected",)),
 )
 
 

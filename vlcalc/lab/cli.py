@@ -75,7 +75,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _raise_interrupt(signum: int, frame: FrameType | None) -> None:
-    # SIGTERM (from `down` or a CI timeout) takes the same teardown path as Ctrl-C.
+    # SIGTERM (from `down` or a CI timeout) and SIGHUP take the same teardown path as Ctrl-C.
     raise KeyboardInterrupt
 
 
@@ -84,7 +84,10 @@ def _up(args: argparse.Namespace, out: TextIO) -> int:
     for text in args.node:
         spec = cluster.parse_node(text, default_kernel=args.kernel)
         specs.append(replace(spec, cmdline=(*args.append, *spec.cmdline)))
-    signal.signal(signal.SIGTERM, _raise_interrupt)
+    # Explicit handlers: a shell starts background jobs with SIGINT ignored, and a closed
+    # terminal sends SIGHUP; every way of ending `up` must stop the QEMUs.
+    for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(signum, _raise_interrupt)
     with cluster.Fleet(specs, args.dir, cache=args.cache, boot_timeout_s=args.timeout) as fleet:
         print(f"inventory: {fleet.inventory_path}", file=out)
         print(f"known_hosts: {fleet.known_hosts_path}", file=out)
