@@ -12,6 +12,7 @@ import pytest
 from typer.testing import CliRunner
 
 from vlcalc.cli import app
+from vlcalc.documents import parse_document
 
 from fleet_fixtures import example_fleet, hardware_doc, mixed_fleet
 
@@ -180,3 +181,17 @@ def test_real_process_prints_no_traceback(tmp_path: Path) -> None:
         [sys.executable, "-m", "vlcalc", "--version"], capture_output=True, text=True, check=True
     )
     assert version.stdout.startswith("vlcalc 0.")
+
+
+def test_probe_command_on_this_x86_machine_prints_a_not_arm64_document() -> None:
+    result = run("probe", "--try", "sve128=on,sve256=on", "--try", "none")
+    assert result.exit_code == 0, result.stderr
+    doc = json.loads(result.stdout)
+    assert doc["schema"] == "vlcalc.probe/1" and doc["error"]["kind"] == "not-arm64"
+    (node,) = parse_document(doc, source="probe")
+    assert node.status == "error"
+
+
+def test_probe_command_refuses_a_bad_try() -> None:
+    result = run("probe", "--try", "100")
+    assert result.exit_code == 2 and "--try: 100 is not a vector length" in result.stderr
