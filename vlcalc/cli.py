@@ -487,6 +487,20 @@ def probe(
     _write(run_local(specs))
 
 
+@app.command(
+    context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
+    add_help_option=False,
+)
+def lab(ctx: typer.Context) -> None:
+    """Emulated arm64 KVM nodes (QEMU TCG) to try vlcalc on: build, up, down (lab --help).
+
+    Example: vlcalc lab up --node a=128,256,384,512 --node b=128,256,512 --dir /tmp/lab
+    """
+    from vlcalc.lab.cli import main as lab_main
+
+    raise typer.Exit(lab_main(ctx.args))
+
+
 def _try_arg(spec: str) -> str:
     """The probe takes plain VL bits; accept any vlcalc syntax and convert."""
     parsed = parse_spec(spec, source="--try") if spec.strip() else None
