@@ -25,7 +25,7 @@ from labfleet import FLEET, PROBE, LabFleet
 
 from vlcalc.compat import accepts
 from vlcalc.lab.cluster import Fleet, NodeSpec
-from vlcalc.lab.errors import NodeBootError
+from vlcalc.lab.errors import LabError, NodeBootError
 from vlcalc.vl import VLSet
 
 pytestmark = pytest.mark.lab
@@ -224,6 +224,9 @@ def test_cli_up_and_down(tmp_path: Path) -> None:
             timeout=60,
         )  # fmt: skip
         assert done.returncode == 0, done.stderr
+        # A second fleet in the same directory would orphan the first one's QEMUs.
+        with pytest.raises(LabError, match="already running"):
+            Fleet([NodeSpec("again", None)], workdir).start()
         down = subprocess.run(
             [sys.executable, "-m", "vlcalc.lab", "down", "--dir", str(workdir)],
             capture_output=True,

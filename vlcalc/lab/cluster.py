@@ -360,6 +360,11 @@ class Fleet:
             raise LabError(f"node names must be unique: {names}")
         self.workdir = self.workdir.resolve()
         self.workdir.mkdir(parents=True, exist_ok=True)
+        if running_nodes(self.workdir):
+            raise LabError(
+                f"a fleet is already running in {self.workdir}; stop it with"
+                f" `python -m vlcalc.lab down --dir {self.workdir}` or use another --dir"
+            )
         images = image.build(sorted({spec.kernel for spec in self.specs}), cache=self.cache)
         public_key = generate_user_key(self.key_path)
         overlay = image.key_overlay(public_key)
@@ -473,33 +478,50 @@ class Fleet:
             (self.workdir / STATE_FILE).unlink()
 
 
-def down(workdir: Path) -> int:
-    """Stop the fleet recorded in ``workdir`` (and the ``up`` process holding it).
-
-    Returns the number of QEMU processes that were still running.
-    """
-    state_path = workdir / STATE_FILE
+def _state(workdir: Path) -> dict[str, Any]:
     try:
-        state = json.loads(state_path.read_text())
-    except FileNotFoundError:
-        return 0
-    running = 0
-    for entry in state.get("nodes", []):
-        pid, pidfile = int(entry["pid"]), Path(entry["pidfile"])
-        if _is_our_qemu(pid, pidfile):
-            running += 1
-            stop_pid(pid, pidfile)
+        state: dict[str, Any] = json.loads((workdir / STATE_FILE).read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return {}
+    return state
+
+
+def running_nodes(workdir: Path) -> list[str]:
+    """Names of the nodes recorded in ``workdir`` whose QEMU still runs."""
+    return [
+        str(entry["name"])
+        for entry in _state(workdir).get("nodes", [])
+        if _is_our_qemu(int(entry["pid"]), Path(entry["pidfile"]))
+    ]
+
+
+def _is_lab_up(pid: int) -> bool:
+    """Whether ``pid`` is a running ``up`` of the lab (never, say, a pytest holding a fleet)."""
+    try:
+        args = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return False
+    return b"up" in args and (b"vlcalc.lab" in args or b"lab" in args)
+
+
+def down(workdir: Path, grace_s: float = 15.0) -> int:
+    """Stop the fleet recorded in ``workdir``.
+
+    The ``up`` process holding it is asked first (SIGTERM), so it tears down its own fleet and
+    exits cleanly; whatever QEMU is still running after ``grace_s`` is stopped by pid.  Returns
+    the number of nodes that were running.
+    """
+    state = _state(workdir)
+    running = running_nodes(workdir)
     up_pid = int(state.get("up_pid", 0))
-    if up_pid and up_pid != os.getpid():
-        try:
-            cmdline = Path(f"/proc/{up_pid}/cmdline").read_bytes()
-        except OSError:
-            cmdline = b""
-        args = cmdline.split(b"\0")
-        # Only an `up` of the lab (python -m vlcalc.lab up / vlcalc lab up), never e.g. pytest.
-        if b"up" in args and (b"vlcalc.lab" in args or b"lab" in args):
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(up_pid, signal.SIGTERM)
+    if up_pid and up_pid != os.getpid() and _is_lab_up(up_pid):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(up_pid, signal.SIGTERM)
+        deadline = time.monotonic() + grace_s
+        while _is_lab_up(up_pid) and time.monotonic() < deadline:
+            time.sleep(0.1)
+    for entry in state.get("nodes", []):
+        stop_pid(int(entry["pid"]), Path(entry["pidfile"]))
     with contextlib.suppress(FileNotFoundError):
-        state_path.unlink()
-    return running
+        (workdir / STATE_FILE).unlink()
+    return len(running)
