@@ -34,7 +34,10 @@ EXIT_INTERRUPTED = 130
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m vlcalc.lab", description="Emulated arm64 KVM nodes for testing vlcalc."
+        prog="python -m vlcalc.lab",
+        description="Emulated arm64 KVM nodes for testing vlcalc.",
+        epilog=__doc__.split("\n\n", 1)[1] if __doc__ else None,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--cache", type=Path, help="image cache (default: $VLCALC_LAB_CACHE)")
     sub = parser.add_subparsers(dest="command", required=True)

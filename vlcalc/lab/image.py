@@ -33,7 +33,7 @@ from vlcalc.lab import cpio
 from vlcalc.lab.errors import CommandError, LabError
 
 # Bump when the image contents change, so cached images are rebuilt.
-BUILDER_VERSION = 5
+BUILDER_VERSION = 6
 
 # The kernel lines a node can boot, each named by the meta package that points at its newest
 # build.  6.1 is bookworm's own kernel; 6.12 comes from bookworm's backported line.
