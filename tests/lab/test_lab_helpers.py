@@ -209,3 +209,31 @@ def test_cli_usage_errors_exit_2() -> None:
 )
 def test_kernel_member_wanted(member: str, wanted: bool) -> None:
     assert image.kernel_member_wanted(member) is wanted
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (
+            "deb [arch=amd64 signed-by=/k.gpg] http://deb.debian.org/debian bookworm main",
+            "deb [signed-by=/k.gpg] http://deb.debian.org/debian bookworm main\n",
+        ),
+        (
+            "deb [arch=amd64,i386] http://deb.debian.org/debian bookworm main",
+            "deb  http://deb.debian.org/debian bookworm main\n",
+        ),
+        (
+            "Types: deb\nURIs: http://deb.debian.org/debian\nSuites: bookworm\n"
+            "Architectures: amd64\nComponents: main\n",
+            "Types: deb\nURIs: http://deb.debian.org/debian\nSuites: bookworm\nComponents: main\n",
+        ),
+    ],
+)
+def test_arm64_source_text_drops_architecture_pins(text: str, expected: str) -> None:
+    assert image.arm64_source_text(text) == expected
+
+
+def test_only_debian_bookworm_sources_are_reused() -> None:
+    assert image.is_debian_source("debian.sources", "URIs: http://deb.debian.org/debian\nbookworm")
+    assert not image.is_debian_source("nodesource.sources", "URIs: https://deb.nodesource.com")
+    assert not image.is_debian_source("debian.sources.disabled", "debian bookworm")

@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import lzma
 import os
+import re
 import shutil
 import stat
 import subprocess
@@ -144,6 +145,22 @@ def is_debian_source(name: str, text: str) -> bool:
     if not (name.endswith(".list") or name.endswith(".sources")):
         return False
     return "bookworm" in text and "debian" in text
+
+
+def arm64_source_text(text: str) -> str:
+    """A host apt source with its architecture restriction removed (an amd64 host may pin
+    ``Architectures: amd64`` or ``[arch=amd64]``; the private state asks for arm64 only).
+
+    ``deb [arch=amd64 signed-by=/k.gpg] http://deb.debian.org/debian bookworm main`` ->
+    ``deb [signed-by=/k.gpg] http://deb.debian.org/debian bookworm main``.
+    """
+    lines = []
+    for line in text.splitlines():
+        if re.match(r"\s*Architectures\s*:", line, re.IGNORECASE):
+            continue
+        line = re.sub(r"\barch=\S+?(?=[\s\]])\s*", "", line)
+        lines.append(line.replace("[]", "").replace("[ ]", ""))
+    return "\n".join(lines) + "\n"
 
 
 def kernel_package_from_depends(output: str) -> str:
@@ -435,7 +452,7 @@ class Builder:
             text = path.read_text(errors="replace")
             name = path.name if path.parent == host_parts else "host-sources.list"
             if is_debian_source(name, text):
-                (parts / name).write_text(text)
+                (parts / name).write_text(arm64_source_text(text))
                 copied += 1
         if not copied:
             raise LabError(
