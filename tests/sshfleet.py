@@ -70,6 +70,7 @@ BEHAVIOURS = (
     "sudo-fail",  # do not read stdin: "sudo: a password is required", exit 1
     "no-python",  # do not read stdin: "python3: not found", exit 127
     "echo-stdin",  # print stdin back (no sha256 check), exit 0
+    "ok-ignore-stdin",  # do not read stdin: print the node's document, exit 0 (ansible -m raw)
 )
 
 #: ``kind`` of a node: a real sshd, a TCP listener that never speaks SSH, a TCP listener that
@@ -89,6 +90,7 @@ case "$mode" in
   no-python) echo "sh: 1: python3: not found" >&2; exit 127 ;;
   sudo-fail) echo "sudo: a password is required" >&2; exit 1 ;;
   echo-stdin) exec cat ;;
+  ok-ignore-stdin) exec cat "$d/document" ;;
   hang) cat > /dev/null; echo $$ >> "$d/hang.pids"; exec sleep "$(cat "$d/hang_s")" ;;
 esac
 got=$(sha256sum | cut -d' ' -f1)
