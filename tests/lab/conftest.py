@@ -18,7 +18,8 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LabFleet]:
         pytest.skip("qemu-system-aarch64 is not installed (apt-get install qemu-system-arm)")
     if shutil.which("ssh") is None:
         pytest.skip("the OpenSSH client is not installed (apt-get install openssh-client)")
-    with Fleet(FLEET, tmp_path_factory.mktemp("lab")) as fleet:
+    # A generous deadline: on a busy 2-core CI machine six nodes took 78 s instead of 12-18 s.
+    with Fleet(FLEET, tmp_path_factory.mktemp("lab"), boot_timeout_s=400) as fleet:
         yield LabFleet(fleet, {node.spec.name: node for node in fleet.nodes})
 
 

@@ -26,7 +26,8 @@ Ansible modules need more of the standard library: point them at ``/usr/bin/pyth
 
     ansible -i DIR/inventory.yml all -m ping -e ansible_python_interpreter=/usr/bin/python3-ansible
 
-Host prerequisites (Debian 12): ``qemu-system-arm`` (QEMU 7.2), ``openssh-client``, ``apt`` and
+Host prerequisites (Debian 12): ``qemu-system-arm`` (QEMU 7.2) and ``ipxe-qemu`` (the
+virtio-net option ROM; only recommended by qemu-system-arm), ``openssh-client``, ``apt`` and
 ``dpkg`` with a bookworm source in ``/etc/apt``; Python packages ``pyyaml`` and ``cryptography``
 (a paramiko dependency).  Images are cached in ``$VLCALC_LAB_CACHE`` or ``~/.cache/vlcalc-lab``
 (about 450 MB); nothing is written to the host's dpkg state.

@@ -418,7 +418,12 @@ class Fleet:
         except FileNotFoundError as exc:
             raise LabError(f"{self.qemu} not found; install qemu-system-arm") from exc
         if done.returncode != 0:
-            raise CommandError(argv, done.returncode, tail(done.stdout + done.stderr))
+            output = tail(done.stdout + done.stderr)
+            if "romfile" in output:
+                # virtio-net-pci loads efi-virtio.rom, which Debian ships in ipxe-qemu, a mere
+                # Recommends of qemu-system-arm.
+                output += "\nhint: install ipxe-qemu (apt-get install ipxe-qemu)"
+            raise CommandError(argv, done.returncode, output)
         return Node(spec, port, int(pidfile.read_text().strip()), pidfile, console)
 
     def _wait_ready(self) -> None:
