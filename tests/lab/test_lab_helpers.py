@@ -237,3 +237,40 @@ def test_only_debian_bookworm_sources_are_reused() -> None:
     assert image.is_debian_source("debian.sources", "URIs: http://deb.debian.org/debian\nbookworm")
     assert not image.is_debian_source("nodesource.sources", "URIs: https://deb.nodesource.com")
     assert not image.is_debian_source("debian.sources.disabled", "debian bookworm")
+
+
+def test_precompiled_bytecode_is_unchecked_hash_based_and_runs() -> None:
+    import importlib.util
+    import marshal
+
+    source = b"from typing import List\nx: List[int] = [1]\nVALUE = 6 * 7\n"
+    pyc = image.compile_pyc(source, "/usr/lib/python3.11/example.py")
+    assert pyc is not None
+    assert pyc[:4] == importlib.util.MAGIC_NUMBER
+    assert int.from_bytes(pyc[4:8], "little") == 0b01  # hash-based, unchecked
+    assert pyc[8:16] == importlib.util.source_hash(source)
+    namespace: dict[str, object] = {}
+    exec(marshal.loads(pyc[16:]), namespace)
+    assert namespace["VALUE"] == 42
+    # No __future__ flag leaks in from the builder's own module: annotations are evaluated.
+    annotations = namespace["__annotations__"]
+    assert isinstance(annotations, dict) and not isinstance(annotations["x"], str)
+    assert image.compile_pyc(b"def broken(:\n", "/x.py") is None
+
+
+def test_bytecode_entries_cover_python_modules_only() -> None:
+    entries = [
+        cpio.regular("usr/lib/python3.11/os.py", b"X = 1\n"),
+        cpio.regular("usr/lib/python3.11/json/__init__.py", b"Y = 2\n"),
+        cpio.regular("usr/bin/python3.11", b"\x7fELF"),
+        cpio.regular("etc/python3.11/sitecustomize.py", b"Z = 3\n"),
+    ]
+    paths = {e.path for e in image.bytecode_entries(entries)}
+    if not paths:
+        pytest.skip("host Python is not 3.11: no bytecode is precompiled")
+    assert paths == {
+        "usr/lib/python3.11/__pycache__",
+        "usr/lib/python3.11/__pycache__/os.cpython-311.pyc",
+        "usr/lib/python3.11/json/__pycache__",
+        "usr/lib/python3.11/json/__pycache__/__init__.cpython-311.pyc",
+    }
