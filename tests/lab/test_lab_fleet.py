@@ -276,7 +276,10 @@ def test_ansible_reaches_the_fleet_through_the_inventory(lab: LabFleet, tmp_path
         pytest.skip("ansible-core is not installed")
     done = subprocess.run(
         [
-            "ansible", "-i", str(lab.fleet.inventory_path), "all", "-m", "ping",
+            # Two nodes, one per kernel line, through the inventory's groups: each Ansible module
+            # run costs seconds of emulated Python, so the whole fleet would add a minute.
+            "ansible", "-i", str(lab.fleet.inventory_path), "kernel_6_1:kernel_6_12:&kvm_vhe",
+            "-l", "vl4,a64fx", "-m", "ping",
             # Ansible's modules need more stdlib than the probe; the wrapper adds it.
             "-e", "ansible_python_interpreter=/usr/bin/python3-ansible",
         ],
@@ -287,4 +290,4 @@ def test_ansible_reaches_the_fleet_through_the_inventory(lab: LabFleet, tmp_path
         env={**os.environ, "ANSIBLE_HOME": str(tmp_path), "ANSIBLE_NOCOLOR": "1"},
     )  # fmt: skip
     assert done.returncode == 0, done.stdout + done.stderr
-    assert done.stdout.count("SUCCESS") == len(FLEET)
+    assert done.stdout.count("SUCCESS") == 2, done.stdout
