@@ -13,13 +13,6 @@ from contextlib import contextmanager
 from typing import Any
 
 from rich.console import Console, Group
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TextColumn,
-    TimeElapsedColumn,
-)
 from rich.table import Table
 from rich.text import Text
 
@@ -51,6 +44,15 @@ def scan_progress(total: int) -> Iterator[Callable[[Any], None]]:
     if not console.is_terminal:
         yield lambda entry: None
         return
+    # Imported here: only a scan on a terminal draws a bar (rich.progress is ~8 ms of start-up).
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+    )
+
     columns = (
         TextColumn("scanning"),
         BarColumn(),
