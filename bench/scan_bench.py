@@ -2,7 +2,8 @@
 
     python bench/scan_bench.py [--sizes 50,200,1000] [--forks 16] [--runs 3]
                                [--legs vlcalc,ssh,ansible] [--sweep-forks 4,8,16,32,64]
-                               [--sweep-size 200] [--json results.json]
+                               [--sweep-size 200] [--sweep-delays-ms 0,100]
+                               [--json results.json]
 
 One run starts a fleet of real OpenSSH sshd processes on 127.0.0.1 (``tests/sshfleet.py``, the
 same mechanism as the scan tests): one sshd per node, each with its own host key and a forced
@@ -30,12 +31,20 @@ other at the same parallelism F, on the same inventory and known_hosts:
              Ansible leg moves ~27 KB less per node than the other two.  Checked: N ``CHANGED``.
 ``paramiko`` (optional) ``bench/bare_paramiko.py``: the least a paramiko client does per node.
 
+The forks sweep (``--sweep-forks``) times the sweep legs at N = ``--sweep-size`` for every F and
+every node delay in ``--sweep-delays-ms``: with a delay the nodes sleep that long after checking
+stdin and before answering (behaviour ``ok-slow``), standing in for the probe's own run time on
+a real node (python3 start-up plus the KVM queries), which the loopback fleet's shell script
+does not have.
+
 Each leg's controller side is accounted with ``os.wait4`` on its process tree (see
 ``bench/measure.py``): wall time, user+system CPU of the command and every descendant, the
 largest single process RSS, and the largest sampled sum of RSS over the live tree.  The sshd side
 is not counted (it shares the 2 cores, so it does slow every leg's wall time).  Medians over
 ``--runs`` are printed, with the 1-minute load average (median and max over the runs).  The legs
-of one run are interleaved so that background load hits them alike.
+of one run are interleaved so that background load hits them alike; one untimed warm-up run of
+each leg first fills the page cache and a byte-code cache in the temp dir (as ``pip install``
+would have compiled it).
 """
 
 from __future__ import annotations
@@ -71,6 +80,7 @@ class Row:
     leg: str
     size: int
     forks: int
+    delay_ms: int
     run: int
     ok: int
     measurement: Measurement
@@ -133,12 +143,26 @@ class Workspace:
         env["HOME"] = str(self.home)
         env["ANSIBLE_CONFIG"] = str(self.ansible_cfg)
         env["ANSIBLE_HOST_KEY_CHECKING"] = "True"
-        env["PYTHONDONTWRITEBYTECODE"] = "1"
+        # Byte-code as after `pip install` (which compiles it): with PYTHONDONTWRITEBYTECODE set,
+        # an editable checkout recompiles vlcalc's sources on every start (~150 ms of CPU).  The
+        # cache goes to the temp dir, never into the work tree; the warm-up run fills it.
+        env.pop("PYTHONDONTWRITEBYTECODE", None)
+        env["PYTHONPYCACHEPREFIX"] = str(self.base / "pycache")
         return env
 
     def set_behaviour(self, size: int, behaviour: str) -> None:
         for name in self.names[:size]:
             self.fleet.set_behaviour(name, behaviour)
+
+    def set_delay(self, size: int, delay_ms: int) -> None:
+        """Nodes answer after ``delay_ms`` (0: at once)."""
+        self.delay_ms = delay_ms
+        for name in self.names[:size]:
+            (self.fleet.node(name).directory / "delay_s").write_text(str(delay_ms / 1000))
+        self.set_behaviour(size, self.answering())
+
+    def answering(self) -> str:
+        return "ok-slow" if getattr(self, "delay_ms", 0) else "ok"
 
 
 def _argv(leg: str, ws: Workspace, size: int, forks: int) -> list[str]:
@@ -233,7 +257,7 @@ def run_leg(ws: Workspace, leg: str, size: int, forks: int, run: int, sample_s: 
         )
     finally:
         if leg == "ansible":
-            ws.set_behaviour(size, "ok")
+            ws.set_behaviour(size, ws.answering())
     stdout = out.read_text(errors="replace")
     ok = _count_ok(leg, stdout)
     if ok != size:
@@ -243,10 +267,11 @@ def run_leg(ws: Workspace, leg: str, size: int, forks: int, run: int, sample_s: 
             f" (exit {measured.exit_code}); output tail:\n{tail}",
             file=sys.stderr,
         )
-    row = Row(leg, size, forks, run, ok, measured)
+    row = Row(leg, size, forks, getattr(ws, "delay_ms", 0), run, ok, measured)
     m = measured
     print(
-        f"   {leg:<8} N={size:<5} F={forks:<3} run {run}: wall {m.wall_s:7.2f} s  cpu"
+        f"   {leg:<8} N={size:<5} F={forks:<3} delay {row.delay_ms:<4} run {run}:"
+        f" wall {m.wall_s:7.2f} s  cpu"
         f" {m.cpu_s:7.2f} s ({m.cpu_s * 1000 / size:6.1f} ms/node)"
         f"  maxrss {m.maxrss_kb / 1024:6.1f} MB  tree {m.tree_rss_kb / 1024:7.1f} MB"
         f"  load {m.load_1m:5.2f}  ok {ok}/{size}",
@@ -261,6 +286,7 @@ class Summary:
     leg: str
     size: int
     forks: int
+    delay_ms: int
     runs: int
     ok_all: bool
     wall_s: float
@@ -273,11 +299,11 @@ class Summary:
 
 
 def summarise(rows: Sequence[Row]) -> list[Summary]:
-    groups: dict[tuple[str, int, int], list[Row]] = {}
+    groups: dict[tuple[str, int, int, int], list[Row]] = {}
     for row in rows:
-        groups.setdefault((row.leg, row.size, row.forks), []).append(row)
+        groups.setdefault((row.leg, row.size, row.forks, row.delay_ms), []).append(row)
     result = []
-    for (leg, size, forks), items in groups.items():
+    for (leg, size, forks, delay_ms), items in groups.items():
         ms = [r.measurement for r in items]
         cpu = statistics.median(m.cpu_s for m in ms)
         result.append(
@@ -285,6 +311,7 @@ def summarise(rows: Sequence[Row]) -> list[Summary]:
                 leg=leg,
                 size=size,
                 forks=forks,
+                delay_ms=delay_ms,
                 runs=len(items),
                 ok_all=all(r.ok == size for r in items),
                 wall_s=statistics.median(m.wall_s for m in ms),
@@ -301,13 +328,15 @@ def summarise(rows: Sequence[Row]) -> list[Summary]:
 
 def _table(summaries: Sequence[Summary]) -> str:
     head = (
-        f"| {'leg':<8} | {'N':>5} | {'F':>3} | {'wall s':>7} | {'CPU s':>7} | {'CPU ms/node':>11} |"
+        f"| {'leg':<8} | {'N':>5} | {'F':>3} | {'delay':>5} | {'wall s':>7} | {'CPU s':>7} |"
+        f" {'CPU ms/node':>11} |"
         f" {'max RSS MB':>10} | {'tree RSS MB':>11} | {'load (med/max)':>14} | ok |"
     )
     lines = [head, "|" + "|".join("-" * (len(cell)) for cell in head.split("|")[1:-1]) + "|"]
     for s in summaries:
         lines.append(
-            f"| {s.leg:<8} | {s.size:>5} | {s.forks:>3} | {s.wall_s:>7.2f} | {s.cpu_s:>7.2f} |"
+            f"| {s.leg:<8} | {s.size:>5} | {s.forks:>3} | {s.delay_ms:>5} | {s.wall_s:>7.2f} |"
+            f" {s.cpu_s:>7.2f} |"
             f" {s.cpu_ms_per_node:>11.1f} | {s.maxrss_mb:>10.1f} | {s.tree_rss_mb:>11.1f} |"
             f" {s.load_median:>6.2f}/{s.load_max:<7.2f} | {'y' if s.ok_all else 'NO'} |"
         )
@@ -315,14 +344,14 @@ def _table(summaries: Sequence[Summary]) -> str:
 
 
 def _ratios(summaries: Sequence[Summary]) -> str:
-    by = {(s.leg, s.size, s.forks): s for s in summaries}
+    by = {(s.leg, s.size, s.forks, s.delay_ms): s for s in summaries}
     lines = []
-    for (leg, size, forks), s in sorted(by.items(), key=lambda kv: (kv[0][2], kv[0][1])):
+    for (leg, size, forks, delay), s in sorted(by.items(), key=lambda kv: kv[0][1:][::-1]):
         if leg != "vlcalc":
             continue
-        parts = [f"N={size:<5} F={forks:<3}"]
-        ssh = by.get(("ssh", size, forks))
-        ansible = by.get(("ansible", size, forks))
+        parts = [f"N={size:<5} F={forks:<3} delay {delay:<4}"]
+        ssh = by.get(("ssh", size, forks, delay))
+        ansible = by.get(("ansible", size, forks, delay))
         if ssh:
             parts.append(
                 f"vlcalc/ssh wall {s.wall_s / ssh.wall_s:4.2f}x cpu {s.cpu_s / ssh.cpu_s:4.2f}x"
@@ -338,11 +367,14 @@ def _ratios(summaries: Sequence[Summary]) -> str:
 
 
 def _growth(summaries: Sequence[Summary], leg: str = "vlcalc") -> str:
-    rows = sorted((s for s in summaries if s.leg == leg), key=lambda s: (s.forks, s.size))
+    rows = sorted(
+        (s for s in summaries if s.leg == leg), key=lambda s: (s.delay_ms, s.forks, s.size)
+    )
     lines = []
     for s in rows:
         lines.append(
-            f"{leg} N={s.size:<5} F={s.forks:<3} wall {s.wall_s * 1000 / s.size:6.2f} ms/node"
+            f"{leg} N={s.size:<5} F={s.forks:<3} delay {s.delay_ms:<4}"
+            f" wall {s.wall_s * 1000 / s.size:6.2f} ms/node"
             f"  cpu {s.cpu_ms_per_node:5.2f} ms/node  nodes/s {s.size / s.wall_s:7.1f}"
         )
     return "\n".join(lines)
@@ -360,13 +392,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--legs", default="vlcalc,ssh,ansible", help=f"any of {','.join(LEGS)}")
     parser.add_argument("--sweep-forks", default="", help="also time vlcalc at these F values")
     parser.add_argument("--sweep-size", type=int, default=200, help="N of the forks sweep")
-    parser.add_argument("--sweep-legs", default="vlcalc,ssh", help="legs of the forks sweep")
+    parser.add_argument("--sweep-legs", default="vlcalc", help="legs of the forks sweep")
+    parser.add_argument(
+        "--sweep-delays-ms", default="0", help="node answer delays of the forks sweep (ms)"
+    )
     parser.add_argument("--sample-s", type=float, default=0.25, help="tree RSS sampling (0: off)")
     parser.add_argument("--json", help="also write every run and the medians to this file")
     args = parser.parse_args(argv)
 
     sizes = _int_list(args.sizes)
     sweep = _int_list(args.sweep_forks)
+    delays = _int_list(args.sweep_delays_ms) or [0]
     legs = [leg for leg in args.legs.split(",") if leg]
     sweep_legs = [leg for leg in args.sweep_legs.split(",") if leg]
     for leg in legs + sweep_legs:
@@ -398,16 +434,28 @@ def main(argv: Sequence[str] | None = None) -> int:
                 file=sys.stderr,
             )
             ws = Workspace(base, fleet, probe_path)
+            warm = min(sizes + ([args.sweep_size] if sweep else []))
+            for leg in dict.fromkeys(legs + (sweep_legs if sweep else [])):
+                run_leg(ws, leg, warm, args.forks, 0, 0.0)  # warm-up: page and byte-code caches
             for size in sizes:
                 for run in range(1, args.runs + 1):
                     for leg in legs:
                         rows.append(run_leg(ws, leg, size, args.forks, run, args.sample_s))
-            for run in range(1, args.runs + 1):
-                for forks in sweep:
-                    for leg in sweep_legs:
-                        if forks == args.forks and args.sweep_size in sizes and leg in legs:
-                            continue  # measured above
-                        rows.append(run_leg(ws, leg, args.sweep_size, forks, run, args.sample_s))
+            for delay in delays if sweep else []:
+                ws.set_delay(args.sweep_size, delay)
+                for run in range(1, args.runs + 1):
+                    for forks in sweep:
+                        for leg in sweep_legs:
+                            if (
+                                not delay
+                                and forks == args.forks
+                                and args.sweep_size in sizes
+                                and leg in legs
+                            ):
+                                continue  # measured above
+                            rows.append(
+                                run_leg(ws, leg, args.sweep_size, forks, run, args.sample_s)
+                            )
     summaries = summarise(rows)
     print(f"\nmedians of {args.runs} run(s); load = 1-minute load average before each run\n")
     print(_table(summaries))

@@ -71,6 +71,7 @@ BEHAVIOURS = (
     "no-python",  # do not read stdin: "python3: not found", exit 127
     "echo-stdin",  # print stdin back (no sha256 check), exit 0
     "ok-ignore-stdin",  # do not read stdin: print the node's document, exit 0 (ansible -m raw)
+    "ok-slow",  # like ok, but sleep ``delay_s`` first (a probe that takes time on a real node)
 )
 
 #: ``kind`` of a node: a real sshd, a TCP listener that never speaks SSH, a TCP listener that
@@ -102,6 +103,7 @@ if [ "$got" != "$want" ]; then
 fi
 case "$mode" in
   ok) cat "$d/document" ;;
+  ok-slow) sleep "$(cat "$d/delay_s")"; cat "$d/document" ;;
   fail) cat "$d/stderr" >&2; exit "$(cat "$d/exit_status")" ;;
   garbage) echo "Traceback (most recent call last): this is not JSON {" ;;
   oversized) head -c "$(cat "$d/oversized_bytes")" /dev/zero ;;
@@ -123,6 +125,7 @@ class NodeSpec:
     stderr: bytes = b"probe: something went wrong\n"
     oversized_bytes: int = 10 * 1024 * 1024
     hang_s: float = 600.0
+    delay_s: float = 0.1  # ok-slow
     authorized: bool = True  # False: the fleet user key is not in authorized_keys
 
     def __post_init__(self) -> None:
@@ -429,6 +432,7 @@ class SSHFleet:
         (d / "exit_status").write_text(str(spec.exit_status))
         (d / "oversized_bytes").write_text(str(spec.oversized_bytes))
         (d / "hang_s").write_text(str(spec.hang_s))
+        (d / "delay_s").write_text(str(spec.delay_s))
         if bastion:
             options = 'command="echo bastion"'
         else:
