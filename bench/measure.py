@@ -120,6 +120,7 @@ def run_measured(
     argv: Sequence[str],
     *,
     env: dict[str, str] | None = None,
+    cwd: Path | None = None,
     stdin: Path | None = None,
     stdout: Path,
     stderr: Path,
@@ -134,7 +135,13 @@ def run_measured(
         inp = stack.enter_context(open(stdin or os.devnull, "rb"))
         started = time.monotonic()
         proc = subprocess.Popen(
-            list(argv), stdin=inp, stdout=out, stderr=err, env=env, start_new_session=True
+            list(argv),
+            stdin=inp,
+            stdout=out,
+            stderr=err,
+            env=env,
+            cwd=cwd,
+            start_new_session=True,
         )
     sampler = _TreeSampler(proc.pid, sample_s) if sample_s > 0 else None
     if sampler is not None:

@@ -30,6 +30,8 @@ other at the same parallelism F, on the same inventory and known_hosts:
              that prints the document without reading stdin (behaviour ``ok-ignore-stdin``): the
              Ansible leg moves ~27 KB less per node than the other two.  Checked: N ``CHANGED``.
 ``paramiko`` (optional) ``bench/bare_paramiko.py``: the least a paramiko client does per node.
+``base``     (optional) the ``vlcalc`` leg run from another source tree, ``--base-src DIR`` (e.g.
+             ``git archive OLD vlcalc | tar -x -C DIR``): before/after numbers under the same load.
 
 The forks sweep (``--sweep-forks``) times the sweep legs at N = ``--sweep-size`` for every F and
 every node delay in ``--sweep-delays-ms``: with a delay the nodes sleep that long after checking
@@ -72,7 +74,7 @@ from vlcalc.probe import probe_source  # noqa: E402
 from fleet_fixtures import HARDWARE, hardware_doc  # noqa: E402
 from sshfleet import NodeSpec, SSHFleet, sshd_version  # noqa: E402
 
-LEGS = ("vlcalc", "ssh", "ansible", "paramiko")
+LEGS = ("vlcalc", "ssh", "ansible", "paramiko", "base")
 
 
 @dataclass(frozen=True)
@@ -89,8 +91,9 @@ class Row:
 class Workspace:
     """The fleet plus, per size, an inventory and a port list of its first N nodes."""
 
-    def __init__(self, base: Path, fleet: SSHFleet, probe_path: Path):
+    def __init__(self, base: Path, fleet: SSHFleet, probe_path: Path, base_src: Path | None):
         self.base = base
+        self.base_src = base_src
         self.fleet = fleet
         self.probe_path = probe_path
         self.home = base / "home"
@@ -167,7 +170,7 @@ class Workspace:
 
 def _argv(leg: str, ws: Workspace, size: int, forks: int) -> list[str]:
     fleet = ws.fleet
-    if leg == "vlcalc":
+    if leg in ("vlcalc", "base"):
         return [
             sys.executable,
             "-m",
@@ -222,7 +225,7 @@ def _argv(leg: str, ws: Workspace, size: int, forks: int) -> list[str]:
 
 def _count_ok(leg: str, stdout: str) -> int:
     """How many nodes answered with their document, by each leg's own output."""
-    if leg == "vlcalc":
+    if leg in ("vlcalc", "base"):
         try:
             report = json.loads(stdout)
         except ValueError:
@@ -250,7 +253,7 @@ def run_leg(ws: Workspace, leg: str, size: int, forks: int, run: int, sample_s: 
         measured = run_measured(
             _argv(leg, ws, size, forks),
             env=ws.env(),
-            stdin=None,
+            cwd=ws.base_src if leg == "base" else ROOT,
             stdout=out,
             stderr=err,
             sample_s=sample_s,
@@ -361,6 +364,12 @@ def _ratios(summaries: Sequence[Summary]) -> str:
                 f"ansible/vlcalc wall {ansible.wall_s / s.wall_s:4.2f}x"
                 f" cpu {ansible.cpu_s / s.cpu_s:4.2f}x"
             )
+        before = by.get(("base", size, forks, delay))
+        if before:
+            parts.append(
+                f"vlcalc/base wall {s.wall_s / before.wall_s:4.2f}x"
+                f" cpu {s.cpu_s / before.cpu_s:4.2f}x"
+            )
         if len(parts) > 1:
             lines.append("  ".join(parts))
     return "\n".join(lines)
@@ -397,6 +406,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--sweep-delays-ms", default="0", help="node answer delays of the forks sweep (ms)"
     )
     parser.add_argument("--sample-s", type=float, default=0.25, help="tree RSS sampling (0: off)")
+    parser.add_argument("--base-src", type=Path, help="the base leg's vlcalc source tree")
     parser.add_argument("--json", help="also write every run and the medians to this file")
     args = parser.parse_args(argv)
 
@@ -408,6 +418,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     for leg in legs + sweep_legs:
         if leg not in LEGS:
             parser.error(f"unknown leg {leg!r}")
+    if "base" in legs + sweep_legs and not (args.base_src and (args.base_src / "vlcalc").is_dir()):
+        parser.error("the base leg needs --base-src DIR with DIR/vlcalc")
     if "ansible" in legs and shutil.which("ansible") is None:
         print("ansible not found: skipping the ansible leg (pip install ansible-core)")
         legs.remove("ansible")
@@ -433,7 +445,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 f" (sshd flags {' '.join(flags) or 'none'}); cpus {os.cpu_count()}",
                 file=sys.stderr,
             )
-            ws = Workspace(base, fleet, probe_path)
+            ws = Workspace(base, fleet, probe_path, args.base_src)
             warm = min(sizes + ([args.sweep_size] if sweep else []))
             for leg in dict.fromkeys(legs + (sweep_legs if sweep else [])):
                 run_leg(ws, leg, warm, args.forks, 0, 0.0)  # warm-up: page and byte-code caches
