@@ -195,3 +195,9 @@ def test_probe_command_on_this_x86_machine_prints_a_not_arm64_document() -> None
 def test_probe_command_refuses_a_bad_try() -> None:
     result = run("probe", "--try", "100")
     assert result.exit_code == 2 and "--try: 100 is not a vector length" in result.stderr
+
+
+def test_scan_options_without_an_inventory_are_refused() -> None:
+    result = run("check", "--vls", "128", EXAMPLE, "--limit", "a64fx-*")
+    assert result.exit_code == 2
+    assert "--limit: this option needs an inventory" in result.stderr

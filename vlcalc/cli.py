@@ -249,7 +249,7 @@ def _emit_answer(
         result = build_report(nodes, require_vl, target_vl=target_vl, excluded=excluded)
         _emit_report(result, fmt)
         return result.exit_code()
-    reports = group_reports(nodes, require_vl)
+    reports = group_reports(nodes, require_vl, target_vl=target_vl, excluded=excluded)
     if fmt == "json":
         _write(
             as_json(
@@ -326,9 +326,18 @@ def check(
         tries = (",".join(map(str, requested.vls())),) if verify and requested else ()
         scanned = _scan(paths[0], settings, tries)
         nodes: Sequence[Any] = scanned.records
-    elif verify:
-        raise InputError("--verify needs an inventory to scan", source="--verify")
     else:
+        scan_only = {
+            "--verify": verify,
+            "--limit": limit,
+            "--save": save,
+            "--accept-new": accept_new,
+            "--ssh-config": ssh_config,
+            "--known-hosts": known_hosts,
+        }
+        given = [name for name, value in scan_only.items() if value]
+        if given:
+            raise InputError("this option needs an inventory (.yaml/.yml) to scan", source=given[0])
         scanned = None
         nodes = read_paths(paths)
     result = build_check(nodes, requested)

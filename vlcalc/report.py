@@ -130,15 +130,19 @@ def profiles(nodes: Sequence[NodeRecord]) -> list[dict[str, Any]]:
 
 
 def group_reports(
-    nodes: Sequence[NodeRecord], require_vl: int | None = None
+    nodes: Sequence[NodeRecord],
+    require_vl: int | None = None,
+    *,
+    target_vl: int | None = None,
+    excluded: Sequence[str] = (),
 ) -> list[tuple[str, Report]]:
     """One report per inventory group (a group is often a migration domain), then ``all``."""
     names = sorted({group for node in nodes for group in node.groups} - {"all"})
-    reports = [
-        (name, build_report([node for node in nodes if name in node.groups], require_vl))
-        for name in names
+    members = [[node for node in nodes if name in node.groups] for name in names]
+    return [
+        (name, build_report(group, require_vl, target_vl=target_vl, excluded=excluded))
+        for name, group in [*zip(names, members), ("all", list(nodes))]
     ]
-    return [*reports, ("all", build_report(nodes, require_vl))]
 
 
 def combined_exit_code(codes: Sequence[ExitCode]) -> ExitCode:
