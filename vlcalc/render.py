@@ -79,35 +79,24 @@ def make_console(file: Any = None, *, width: int | None = None) -> Console:
     )
 
 
-_ENCODE = json.JSONEncoder(separators=(", ", ": ")).encode  # no indent: the C encoder
+_ENCODE = json.JSONEncoder(separators=(", ", ": "), check_circular=False).encode  # C; trees only
 
 
 def as_json(document: dict[str, Any]) -> str:
     """JSON for people and for ``jq``: each top-level field on its own line, one line per member
     of an object field and per item of a list field.  (``json.dumps(indent=...)`` takes the
     pure-Python encoder, several seconds for a 100,000-node report.)"""
-
-    def block(opening: str, closing: str, parts: list[str], indent: str) -> list[str]:
-        body = [
-            f"{indent}  {part}{',' if i < len(parts) - 1 else ''}" for i, part in enumerate(parts)
-        ]
-        return [opening, *body, f"{indent}{closing}"]
-
-    lines: list[str] = []
-    fields = list(document.items())
-    for index, (key, value) in enumerate(fields):
-        comma = "," if index < len(fields) - 1 else ""
-        head = f"  {_ENCODE(key)}: "
+    fields = []
+    for key, value in document.items():
         if isinstance(value, list) and value:
-            chunk = block(head + "[", "]", [_ENCODE(item) for item in value], "  ")
+            body = ",\n    ".join(map(_ENCODE, value))
+            fields.append(f"  {_ENCODE(key)}: [\n    {body}\n  ]")
         elif isinstance(value, dict) and value:
-            parts = [f"{_ENCODE(k)}: {_ENCODE(v)}" for k, v in value.items()]
-            chunk = block(head + "{", "}", parts, "  ")
+            body = ",\n    ".join(f"{_ENCODE(k)}: {_ENCODE(v)}" for k, v in value.items())
+            fields.append(f"  {_ENCODE(key)}: {{\n    {body}\n  }}")
         else:
-            chunk = [head + _ENCODE(value)]
-        chunk[-1] += comma
-        lines += chunk
-    return "{\n" + "\n".join(lines) + "\n}\n"
+            fields.append(f"  {_ENCODE(key)}: {_ENCODE(value)}")
+    return "{\n" + ",\n".join(fields) + "\n}\n"
 
 
 def kvm_text(vls: VLSet) -> str:

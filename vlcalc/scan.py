@@ -20,14 +20,16 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from vlcalc import __version__
 from vlcalc.documents import SCAN_SCHEMA, NodeRecord, error_node, parse_probe, printable
 from vlcalc.errors import DocumentError, InputError, NodeError
-from vlcalc.inventory import Host
 from vlcalc.probe import probe_args, probe_source
 from vlcalc.transport.base import RunResult, Target, Timeouts, Transport
+
+if TYPE_CHECKING:  # the inventory module (and PyYAML) loads only when a scan reads one
+    from vlcalc.inventory import Host
 
 DEFAULT_FORKS = 32
 MAX_PROBE_OUTPUT = 256 * 1024  # a probe document is ~1 KiB; trials add ~200 bytes each

@@ -84,8 +84,23 @@ def _any_of_failure(path: tuple[str | int, ...], failures: list[Failure], value:
     return _prefixed(path, best)
 
 
+_MATCHED_MAX = 65536  # strings remembered per pattern
+
+
+def _matches(pattern: re.Pattern[str], seen: set[str], value: str) -> bool:
+    if pattern.search(value) is None:
+        return False
+    if len(seen) < _MATCHED_MAX:
+        seen.add(value)
+    return True
+
+
 def _equal(value: Any, expected: Any) -> bool:
     return bool(value == expected and type(value) is type(expected))
+
+
+def _type_names(value: str | list[str]) -> list[str]:
+    return [value] if isinstance(value, str) else list(value)
 
 
 class _Generator:
@@ -96,6 +111,7 @@ class _Generator:
         self.source: list[str] = []
         self.constants: dict[str, Any] = {}
         self.refs: dict[str, str] = {}
+        self.inlining: set[str] = set()
         self.counter = 0
 
     def name(self, prefix: str) -> str:
@@ -123,17 +139,25 @@ class _Generator:
         pad = "    " * depth
         where = "(" + "".join(f"{p}, " for p in path) + ")"
 
+        def guard(json_type: str, test: str) -> str:
+            """``test`` applies to one JSON type only: skip the type test once it is known."""
+            if known_type == json_type or (json_type, known_type) == ("number", "integer"):
+                return test
+            return f"{_TYPE_TESTS[json_type].format(v=var)} and {test}"
+
         def fail(condition: str, message: str, wanted: str | None = None) -> None:
             extra = f", {wanted!r}" if wanted else ""
             out.append(f"{pad}if {condition}:")
             out.append(f"{pad}    return _Failure({where}, lambda: {message}{extra})")
 
-        for key, value in schema.items():
+        known_type = None
+        for key, value in sorted(schema.items(), key=lambda item: item[0] != "type"):
             if key == "type":
-                names = [value] if isinstance(value, str) else list(value)
+                names = _type_names(value)
                 test = " or ".join(_TYPE_TESTS[n].format(v=var) for n in names)
                 wanted = " or ".join(names)
                 fail(f"not ({test})", f"'expected {wanted}, got ' + _describe({var})", wanted)
+                known_type = names[0] if len(names) == 1 else None
             elif key == "const":
                 c = self.constant(value)
                 fail(
@@ -149,7 +173,7 @@ class _Generator:
             elif key == "required":
                 for field in value:
                     fail(
-                        f"isinstance({var}, dict) and {field!r} not in {var}",
+                        guard("object", f"{field!r} not in {var}"),
                         repr(f'missing required field "{field}"'),
                     )
             elif key == "additionalProperties":
@@ -177,10 +201,10 @@ class _Generator:
                 out.append(f"{pad}    for {index}, {item} in enumerate({var}):")
                 self.emit(value, item, [*path, index], out, depth + 2)
             elif key in ("minItems", "maxItems", "minLength", "maxLength"):
-                kind = "list" if key.endswith("Items") else "str"
+                kind = "array" if key.endswith("Items") else "string"
                 op = ">=" if key.startswith("min") else "<="
                 fail(
-                    f"isinstance({var}, {kind}) and not len({var}) {op} {value!r}",
+                    guard(kind, f"not len({var}) {op} {value!r}"),
                     f"_describe({var}) + ' breaks {key} {value!r}'",
                 )
             elif key in ("minimum", "maximum", "multipleOf"):
@@ -189,23 +213,48 @@ class _Generator:
                     "maximum": f"{var} <= {value!r}",
                     "multipleOf": f"{var} % {value!r} == 0",
                 }[key]
-                number = _TYPE_TESTS["number"].format(v=var)
-                fail(f"{number} and not ({test})", f"_describe({var}) + ' breaks {key} {value!r}'")
-            elif key == "pattern":
-                c = self.constant(re.compile(value))
                 fail(
-                    f"isinstance({var}, str) and not {c}.search({var})",
+                    guard("number", f"not ({test})"),
+                    f"_describe({var}) + ' breaks {key} {value!r}'",
+                )
+            elif key == "pattern":
+                # Fleets repeat the same strings (kernel, CPU model, messages): remember the
+                # ones that matched, so each is searched once.
+                c, seen = self.constant(re.compile(value)), self.constant(set())
+                fail(
+                    guard("string", f"not ({var} in {seen} or _matches({c}, {seen}, {var}))"),
                     f"_describe({var}) + ' does not match ' + {value!r}",
                 )
             elif key == "anyOf":
+                # Branches that only name a type (typically {"type": "null"}) are tested inline
+                # first: a match skips the other branches, and only the others are called.  The
+                # type-only branches are called just to word the failure.
+                is_quick = [set(sub) == {"type"} for sub in value]
+                quick = [
+                    " or ".join(_TYPE_TESTS[n].format(v=var) for n in _type_names(sub["type"]))
+                    for sub, fast in zip(value, is_quick)
+                    if fast
+                ]
+                start = pad
+                if quick:
+                    out.append(f"{pad}if not ({' or '.join(quick)}):")
+                    start += "    "
                 branches = [self.function(sub) for sub in value]
                 names = [self.name("b") for _ in branches]
-                for level, (branch, result) in enumerate(zip(branches, names)):
-                    inner = pad + "    " * level
+                slow = [(b, n) for b, n, fast in zip(branches, names, is_quick) if not fast]
+                for level, (branch, result) in enumerate(slow):
+                    inner = start + "    " * level
                     out.append(f"{inner}{result} = {branch}({var})")
                     out.append(f"{inner}if {result} is not None:")
-                inner = pad + "    " * len(branches)
+                inner = start + "    " * len(slow)
+                for branch, result, fast in zip(branches, names, is_quick):
+                    if fast:
+                        out.append(f"{inner}{result} = {branch}({var})")
                 out.append(f"{inner}return _any_of_failure({where}, [{', '.join(names)}], {var})")
+            elif key == "$ref" and value not in self.inlining:
+                self.inlining.add(value)
+                self.emit(self.resolve(value), var, path, out, depth)
+                self.inlining.discard(value)
             elif key == "$ref":
                 target = self.ref(value)
                 result = self.name("r")
@@ -213,12 +262,17 @@ class _Generator:
                 out.append(f"{pad}if {result} is not None:")
                 out.append(f"{pad}    return _prefixed({where}, {result})")
 
-    def ref(self, ref: str) -> str:
+    def resolve(self, ref: str) -> dict[str, Any]:
         prefix = "#/$defs/"
         if not ref.startswith(prefix):
             raise ValueError(f"only local $ref to {prefix} is supported: {ref}")
+        target: dict[str, Any] = self.root["$defs"][ref[len(prefix) :]]
+        return target
+
+    def ref(self, ref: str) -> str:
+        """A function for a recursive ``$ref`` (one that is being inlined already)."""
         if ref not in self.refs:
-            self.refs[ref] = self.function(self.root["$defs"][ref[len(prefix) :]])
+            self.refs[ref] = self.function(self.resolve(ref))
         return self.refs[ref]
 
 
@@ -232,6 +286,7 @@ def compile_schema(schema: dict[str, Any]) -> Check:
         "_prefixed": _prefixed,
         "_any_of_failure": _any_of_failure,
         "_equal": _equal,
+        "_matches": _matches,
         **generator.constants,
     }
     exec(compile("\n".join(generator.source), "<vlcalc schema>", "exec"), namespace)
