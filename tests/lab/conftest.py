@@ -7,7 +7,7 @@ import shutil
 from collections.abc import Iterator
 
 import pytest
-from labfleet import FLEET, LabFleet
+from labfleet import AGREEMENTS, FLEET, LabFleet
 
 from vlcalc.lab.cluster import Fleet
 
@@ -33,3 +33,11 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if item.get_closest_marker("lab") is not None:
             item.add_marker(skip)
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """The rule-truth count, in every run's output (CI's included)."""
+    if AGREEMENTS:
+        terminalreporter.section("lab: the kernel's verdicts against vlcalc's model")
+        for line in AGREEMENTS:
+            terminalreporter.write_line(line)

@@ -30,6 +30,10 @@ FLEET = (
 )
 
 
+#: Rule-truth results, one line per node, printed at the end of the run (conftest.py).
+AGREEMENTS: list[str] = []
+
+
 @dataclass(frozen=True)
 class LabFleet:
     """The running fleet and how to reach it."""

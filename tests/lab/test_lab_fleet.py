@@ -21,7 +21,7 @@ from pathlib import Path
 import paramiko
 import pytest
 import yaml
-from labfleet import FLEET, PROBE, LabFleet
+from labfleet import AGREEMENTS, FLEET, PROBE, LabFleet
 
 from vlcalc.compat import accepts
 from vlcalc.lab.cluster import Fleet, NodeSpec
@@ -121,7 +121,7 @@ def test_kernel_verdicts_match_the_prefix_rule(lab: LabFleet, spec: NodeSpec) ->
             if spec.vls and not trial["accepted"]:
                 # A rejection on an SVE host is the kernel's EINVAL, never something else.
                 assert trial["errno"] == "EINVAL", trial
-    print(f"{spec.name}: kernel and model agree on {agree}/{len(candidates)} sets")
+    AGREEMENTS.append(f"{spec.name}: kernel and model agree on {agree}/{len(candidates)} sets")
     assert not disagreements, "\n".join(disagreements)
     assert agree == len(candidates) >= 250
 
