@@ -4,8 +4,8 @@ stdout carries only the result (table, JSON, Markdown, settings); progress, warn
 to stderr, so ``vlcalc report scan.json --format json | jq`` always works.
 """
 
-from __future__ import annotations
-
+# No `from __future__ import annotations` here: typer reads the parameters' Annotated metadata at
+# run time, and on Python 3.9 it cannot resolve string annotations.  Hence Optional/List below.
 import functools
 import gc
 import os
@@ -101,7 +101,7 @@ def _check_format(fmt: str, allowed: tuple[str, ...]) -> str:
     return fmt
 
 
-def _check_vl(bits: int | None, option: str = "--require-vl") -> int | None:
+def _check_vl(bits: Optional[int], option: str = "--require-vl") -> Optional[int]:
     if bits is not None and (bits <= 0 or bits % VQ_BITS or bits // VQ_BITS > VQ_MAX):
         raise SpecError(f"{bits} is not a vector length (a multiple of 128 bits)", source=option)
     return bits
@@ -247,10 +247,10 @@ def report(
 def _emit_answer(
     nodes: Sequence[Any],
     fmt: str,
-    require_vl: int | None,
+    require_vl: Optional[int],
     per_group: bool,
     *,
-    target_vl: int | None = None,
+    target_vl: Optional[int] = None,
     excluded: Sequence[str] = (),
 ) -> int:
     """Print the cluster answer (one per group with ``per_group``) and return the exit code."""
@@ -364,15 +364,15 @@ def check(
 
 @dataclass(frozen=True)
 class ScanSettings:
-    limit: str | None
+    limit: Optional[str]
     forks: int
     timeout: float
     connect_timeout: float
     retries: int
     accept_new: bool
-    ssh_config: str | None
-    known_hosts: str | None
-    save: str | None
+    ssh_config: Optional[str]
+    known_hosts: Optional[str]
+    save: Optional[str]
 
 
 def _is_inventory(path: str) -> bool:
@@ -432,7 +432,7 @@ def _scan(inventory_path: str, settings: ScanSettings, tries: tuple[str, ...] = 
     return result
 
 
-def _finish(code: int, scanned: ScanResult | None) -> None:
+def _finish(code: int, scanned: Optional[ScanResult]) -> None:
     if scanned is not None and scanned.interrupted:
         # Nodes still running are abandoned: flush what we have and leave now, without waiting
         # for their timeouts.
