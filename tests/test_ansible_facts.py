@@ -94,7 +94,7 @@ def test_a_probe_error_document_stays_the_nodes_error() -> None:
         (
             script_result("", 127, "sh: 1: python3: not found\n", msg="non-zero return code"),
             "no-python",
-            "python3 was not found on the node (exit 127): sh: 1: python3: not found;",
+            "'python3' was not found on the node (exit 127); install python3",
         ),
         (
             script_result("", 1, "Traceback ...\nOSError: boom\n"),
@@ -109,13 +109,13 @@ def test_a_probe_error_document_stays_the_nodes_error() -> None:
         (
             script_result("Traceback (most recent call last): {\n"),
             "bad-output",
-            "the node did not answer with a probe document: 'Traceback",
+            "the node did not answer with a probe document: b'Traceback",
         ),
         (script_result("[1, 2]"), "bad-output", "the node's answer is not a JSON object"),
         (
             script_result(json.dumps({**A64FX, "sve": {"vls": [256, 128], "words": ["0x3"] * 8}})),
             "bad-output",
-            "the probe document is invalid: c/node01.json: stdout.sve.vls: must be ascending",
+            "the probe document is invalid: c/node01.json: sve.vls: must be ascending",
         ),
         (script_result(" " * (256 * 1024 + 1)), "bad-output", "the node printed 262145 characters"),
         (script_result("\x1b[2J{"), "bad-output", "'\\x1b[2J{'"),

@@ -27,6 +27,8 @@ from typing import Any
 
 from vlcalc.documents import NodeRecord, error_node, parse_probe, printable
 from vlcalc.errors import DocumentError
+from vlcalc.scan import MAX_PROBE_OUTPUT, record_answer
+from vlcalc.transport.base import RunResult, Target
 
 FACT = "kvm_sve"  # the fact collect.yml sets: the probe document
 PAYLOAD_KEY = "__payload__"  # ansible-core >= 2.19 cache files: the facts as JSON text
@@ -34,8 +36,6 @@ TYPE_KEY = "__ansible_type"  # ansible-core >= 2.19: a tagged value {TYPE_KEY, "
 TAGGED_PREFIX = "_AnsibleTagged"  # _AnsibleTaggedDict, _AnsibleTaggedStr, ...
 CACHE_SCHEMA_PREFIX = re.compile(r"s[0-9]+_")  # ansible-core >= 2.19 cache file: s1_HOST
 RESULT_KEYS = frozenset({"rc", "stdout", "unreachable", "failed", "skipped"})
-MAX_STDOUT = 256 * 1024  # what vlcalc scan accepts from a node; a document is ~1 KiB
-STDERR_TAIL = 300
 
 
 def host_name_hint(file_name: str) -> str:
@@ -142,49 +142,15 @@ def _from_result(result: dict[str, Any], source: str, name_hint: str | None) -> 
         )
     if not isinstance(stdout, str):
         raise DocumentError("must be the probe's output (a string)", source=source, field="stdout")
-    tail = printable(stderr.strip()[-STDERR_TAIL:]) if isinstance(stderr, str) else ""
-    if rc == 127 or "python3: not found" in tail:
+    if rc == 0 and result.get("failed"):  # a failed_when of the playbook's own
         return error_node(
-            name,
-            "no-python",
-            f"python3 was not found on the node (exit {rc}): {tail or message}; install python3 "
-            "or set vlcalc_python",
-            source=source,
+            name, "probe-failed", f"Ansible marked it failed: {message}", source=source
         )
-    if rc != 0 or result.get("failed"):
-        return error_node(
-            name,
-            "probe-failed",
-            f"the probe exited with status {rc}: {tail or message}",
-            source=source,
-        )
-    return _from_stdout(stdout, source, name)
-
-
-def _from_stdout(stdout: str, source: str, name: str) -> NodeRecord:
-    if len(stdout) > MAX_STDOUT:
+    if len(stdout) > MAX_PROBE_OUTPUT:
         return error_node(
             name, "bad-output", f"the node printed {len(stdout)} characters", source=source
         )
-    try:
-        document = json.loads(stdout)
-    except ValueError:
-        return error_node(
-            name,
-            "bad-output",
-            f"the node did not answer with a probe document: {printable(repr(stdout[:80]))}",
-            source=source,
-        )
-    if not isinstance(document, dict):
-        return error_node(
-            name, "bad-output", "the node's answer is not a JSON object", source=source
-        )
-    try:
-        return parse_probe(document, source=source, field_path="stdout", name=name)
-    except DocumentError as exc:
-        return error_node(
-            name,
-            "bad-output",
-            f"the probe document is invalid: {printable(str(exc))}",
-            source=source,
-        )
+    # From here on it is what vlcalc scan gets from a node: judge it the same way.
+    answer = RunResult(rc, stdout.encode(), stderr.encode() if isinstance(stderr, str) else b"")
+    record, _ = record_answer(Target(name, name), answer, source=source)
+    return record

@@ -135,11 +135,32 @@ def interpret(target: Target, result: RunResult) -> dict[str, Any]:
     return document
 
 
+def record_answer(
+    target: Target,
+    result: RunResult,
+    *,
+    groups: tuple[str, ...] = (),
+    source: str | None = None,
+) -> tuple[NodeRecord, dict[str, Any] | None]:
+    """What a node answered, as its record and (when valid) its probe document; every way the
+    answer can be wrong becomes an error record.  Shared by ``vlcalc scan`` and the reader of
+    Ansible's registered results."""
+    name = target.name
+    try:
+        probe = interpret(target, result)
+        record = parse_probe(probe, source=source or name, name=name, groups=groups)
+    except NodeError as exc:
+        return error_node(name, exc.kind, exc.message, groups=groups, source=source), None
+    except DocumentError as exc:
+        message = f"the probe document is invalid: {printable(str(exc))}"
+        return error_node(name, "bad-output", message, groups=groups, source=source), None
+    return record, probe
+
+
 def scan_host(transport: Transport, host: Host, options: ScanOptions) -> ScanEntry:
     """Probe one host; every failure becomes a value."""
     start = time.monotonic()
     target = host.target
-    probe: dict[str, Any] | None = None
     try:
         result = transport.run(
             target,
@@ -148,15 +169,10 @@ def scan_host(transport: Transport, host: Host, options: ScanOptions) -> ScanEnt
             timeouts=options.timeouts,
             max_stdout=options.max_output,
         )
-        probe = interpret(target, result)
-        record = parse_probe(probe, source=host.name, name=host.name, groups=host.groups)
     except NodeError as exc:
-        probe = None
         record = error_node(host.name, exc.kind, exc.message, groups=host.groups)
-    except DocumentError as exc:
-        probe = None
-        message = f"the probe document is invalid: {printable(str(exc))}"
-        record = error_node(host.name, "bad-output", message, groups=host.groups)
+        return ScanEntry(host, record, None, (time.monotonic() - start) * 1000)
+    record, probe = record_answer(target, result, groups=host.groups)
     return ScanEntry(host, record, probe, (time.monotonic() - start) * 1000)
 
 
