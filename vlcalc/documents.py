@@ -19,10 +19,11 @@ from pathlib import Path
 from typing import Any
 
 from vlcalc.errors import DocumentError
+from vlcalc.probe import SCHEMA_TAG
 from vlcalc.schema import validator
 from vlcalc.vl import VLSet
 
-PROBE_SCHEMA = "vlcalc.probe/1"
+PROBE_SCHEMA = SCHEMA_TAG  # written by the probe itself
 SCAN_SCHEMA = "vlcalc.scan/1"
 REPORT_SCHEMA = "vlcalc.report/1"
 CHECK_SCHEMA = "vlcalc.check/1"
@@ -53,9 +54,10 @@ class NodeRecord:
     probe: dict[str, Any] | None = field(default=None, compare=False, repr=False)
 
 
-def printable(text: str) -> str:
-    """Node text goes into messages and terminals: replace control characters (escape sequences)."""
-    return "".join(ch if ch.isprintable() else "?" for ch in text)
+def printable(text: str, keep: str = "") -> str:
+    """Node text goes into messages, terminals and pages: replace control and format characters
+    (escape sequences, bidi overrides) with ``?``, except those in ``keep``."""
+    return "".join(ch if ch.isprintable() or ch in keep else "?" for ch in text)
 
 
 def error_node(

@@ -22,6 +22,8 @@ import json
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+from vlcalc.documents import printable
+
 __all__ = ["CSP", "GROUP_THRESHOLD", "render_html"]
 
 CSP = "default-src 'none'; style-src 'unsafe-inline'; img-src data:"
@@ -103,7 +105,7 @@ def _text(value: object) -> str:
     """Untrusted text for HTML text or a quoted attribute: control and format characters (escape
     sequences, bidi overrides) become ``?``, newlines and tabs stay, then ``html.escape``."""
     raw = "" if value is None else str(value)
-    clean = "".join(ch if ch.isprintable() or ch in "\n\t" else "?" for ch in raw)
+    clean = printable(raw, keep="\n\t")
     return html.escape(clean, quote=True)
 
 

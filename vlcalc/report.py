@@ -19,7 +19,6 @@ from vlcalc.documents import (
     DIFF_SCHEMA,
     GROUPS_SCHEMA,
     REPORT_SCHEMA,
-    STATUS_ERROR,
     NodeRecord,
 )
 from vlcalc.errors import InputError
@@ -335,10 +334,6 @@ def vl_columns(nodes: Sequence[NodeRecord]) -> list[int]:
         if node.vls is not None:
             mask |= node.vls.mask
     return VLSet(mask).vls()
-
-
-def error_nodes(nodes: Sequence[NodeRecord]) -> list[NodeRecord]:
-    return [node for node in nodes if node.status == STATUS_ERROR]
 
 
 # -- drift between two scans -----------------------------------------------------------------------
