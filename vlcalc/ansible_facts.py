@@ -25,8 +25,9 @@ import json
 import re
 from typing import Any
 
-from vlcalc.documents import NodeRecord, error_node, parse_probe, printable
+from vlcalc.documents import NodeRecord, error_node, parse_probe
 from vlcalc.errors import DocumentError
+from vlcalc.model import printable
 from vlcalc.scan import MAX_PROBE_OUTPUT, record_answer
 from vlcalc.transport.base import RunResult, Target
 

@@ -19,18 +19,11 @@ from pathlib import Path
 from typing import Any
 
 from vlcalc.errors import DocumentError
-from vlcalc.probe import SCHEMA_TAG
+from vlcalc.model import PROBE_SCHEMA, SCAN_SCHEMA, Status
 from vlcalc.schema import validator
 from vlcalc.vl import VLSet
 
-PROBE_SCHEMA = SCHEMA_TAG  # written by the probe itself
-SCAN_SCHEMA = "vlcalc.scan/1"
-REPORT_SCHEMA = "vlcalc.report/1"
-CHECK_SCHEMA = "vlcalc.check/1"
-GROUPS_SCHEMA = "vlcalc.groups/1"
-DIFF_SCHEMA = "vlcalc.diff/1"
-
-STATUS_OK, STATUS_NO_SVE, STATUS_ERROR = "ok", "no-sve", "error"
+STATUS_OK, STATUS_NO_SVE, STATUS_ERROR = Status.OK, Status.NO_SVE, Status.ERROR
 
 
 @dataclass(frozen=True)
@@ -52,12 +45,6 @@ class NodeRecord:
     cpu_model: str | None = None
     source: str | None = None
     probe: dict[str, Any] | None = field(default=None, compare=False, repr=False)
-
-
-def printable(text: str, keep: str = "") -> str:
-    """Node text goes into messages, terminals and pages: replace control and format characters
-    (escape sequences, bidi overrides) with ``?``, except those in ``keep``."""
-    return "".join(ch if ch.isprintable() or ch in keep else "?" for ch in text)
 
 
 def error_node(

@@ -22,7 +22,7 @@ import json
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from vlcalc.documents import printable
+from vlcalc.model import printable
 
 __all__ = ["CSP", "GROUP_THRESHOLD", "render_html"]
 

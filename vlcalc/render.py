@@ -16,7 +16,8 @@ from rich.console import Console, Group
 from rich.table import Table
 from rich.text import Text
 
-from vlcalc.documents import NodeRecord, printable
+from vlcalc.documents import NodeRecord
+from vlcalc.model import printable
 from vlcalc.report import (
     CheckResult,
     Drift,

@@ -14,14 +14,9 @@ from fnmatch import fnmatchcase
 from typing import Any
 
 from vlcalc.compat import ClusterAnswer, DrainPlan, Verdict, cluster, drain_for, judge
-from vlcalc.documents import (
-    CHECK_SCHEMA,
-    DIFF_SCHEMA,
-    GROUPS_SCHEMA,
-    REPORT_SCHEMA,
-    NodeRecord,
-)
+from vlcalc.documents import NodeRecord
 from vlcalc.errors import InputError
+from vlcalc.model import CHECK_SCHEMA, DIFF_SCHEMA, GROUPS_SCHEMA, REPORT_SCHEMA
 
 __all__ = ["GROUPS_SCHEMA", "ExitCode", "Report", "build_check", "build_report"]
 from vlcalc.vl import VLSet

@@ -23,8 +23,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from vlcalc import __version__
-from vlcalc.documents import SCAN_SCHEMA, NodeRecord, error_node, parse_probe, printable
+from vlcalc.documents import NodeRecord, error_node, parse_probe
 from vlcalc.errors import DocumentError, InputError, NodeError
+from vlcalc.model import SCAN_SCHEMA, printable
 from vlcalc.probe import probe_args, probe_source
 from vlcalc.transport.base import RunResult, Target, Timeouts, Transport
 

@@ -18,9 +18,10 @@ import sys
 from pathlib import Path
 
 from vlcalc.errors import NodeError
+from vlcalc.model import PROBE_SCHEMA
 
 PROBE_PATH = Path(__file__).with_name("probe.py")
-SCHEMA_TAG = "vlcalc.probe/1"
+SCHEMA_TAG = PROBE_SCHEMA
 LOCAL_NODE = "localhost"
 
 

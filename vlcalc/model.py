@@ -1,0 +1,82 @@
+"""Names every layer shares: document schema tags, node statuses, error kinds, verdicts and limit
+kinds, and :func:`printable` for untrusted text.  The bottom layer: it imports nothing of vlcalc's.
+
+The enums mix in ``str`` so that they are their own JSON value and compare equal to the strings the
+documents carry (``Status.OK == "ok"``); Python 3.9 has no ``StrEnum``.
+"""
+
+from __future__ import annotations
+
+from enum import Enum
+
+PROBE_SCHEMA = "vlcalc.probe/1"  # written by the probe itself (vlcalc/probe/probe.py)
+SCAN_SCHEMA = "vlcalc.scan/1"
+REPORT_SCHEMA = "vlcalc.report/1"
+CHECK_SCHEMA = "vlcalc.check/1"
+GROUPS_SCHEMA = "vlcalc.groups/1"
+DIFF_SCHEMA = "vlcalc.diff/1"
+
+
+class _Name(str, Enum):
+    def __str__(self) -> str:
+        return str(self.value)
+
+
+class Status(_Name):
+    """What vlcalc knows of one node's KVM set."""
+
+    OK = "ok"  # probed, SVE offered: the node's set is known
+    NO_SVE = "no-sve"  # probed, KVM offers no SVE: the set is known to be empty
+    ERROR = "error"  # not probed: the set is unknown
+
+
+class ErrorKind(_Name):
+    """Why a node's set is unknown.  The first group comes from vlcalc's side of the connection,
+    the second from the probe's own document.  A probe document may carry a kind not listed here
+    (a newer probe); readers keep it as its plain string."""
+
+    UNREACHABLE = "unreachable"
+    AUTH_FAILED = "auth-failed"
+    HOST_KEY_UNKNOWN = "host-key-unknown"
+    HOST_KEY_CHANGED = "host-key-changed"
+    TIMEOUT = "timeout"
+    SUDO_FAILED = "sudo-failed"
+    NO_PYTHON = "no-python"
+    PROBE_FAILED = "probe-failed"
+    BAD_OUTPUT = "bad-output"
+    INTERRUPTED = "interrupted"
+    # the probe's own kinds
+    NOT_ARM64 = "not-arm64"
+    NO_KVM = "no-kvm"
+    PERMISSION_DENIED = "permission-denied"
+    KVM_API = "kvm-api"
+    KVM_IOCTL = "kvm-ioctl"
+    USAGE = "usage"
+    INTERNAL = "internal"
+
+
+class Verdict(_Name):
+    """One node's verdict on a requested VL set (``vlcalc check``)."""
+
+    ACCEPT = "accept"
+    REJECT = "reject"
+    UNKNOWN = "unknown"  # the node was not probed
+
+
+class LimitKind(_Name):
+    """Why the cluster set is not larger."""
+
+    MAX_VL = "max-vl"
+    DIVERGENCE = "divergence"
+    NO_SVE = "no-sve"
+    UNPROBED = "unprobed"
+
+
+def printable(text: str, keep: str = "") -> str:
+    """Node text goes into messages, terminals and pages: replace control and format characters
+    (escape sequences, bidi overrides) with ``?``, except those in ``keep``.
+
+    >>> printable("a\\x1b[31mb")
+    'a?[31mb'
+    """
+    return "".join(ch if ch.isprintable() or ch in keep else "?" for ch in text)
