@@ -12,8 +12,8 @@ from typing import Any
 import pytest
 
 from vlcalc.documents import NodeRecord, parse_scan
-from vlcalc.html import CSP, GROUP_THRESHOLD, render_html
-from vlcalc.report import build_report, report_json
+from vlcalc.html import CSP, render_html, render_html_groups
+from vlcalc.report import GROUP_THRESHOLD, ReportView, build_report, build_view, group_reports
 from vlcalc.vl import VLSet
 
 from fleet_fixtures import HARDWARE, example_fleet, mixed_fleet
@@ -31,8 +31,12 @@ HOSTILE = [
 
 
 # -- reports to render ---------------------------------------------------------------------------
-def scan_report(scan: dict[str, Any]) -> dict[str, Any]:
-    return report_json(build_report(parse_scan(scan, source="scan.json")))
+def scan_report(scan: dict[str, Any]) -> ReportView:
+    return build_view(build_report(parse_scan(scan, source="scan.json")))
+
+
+def view_of(nodes: list[NodeRecord], **kwargs: Any) -> ReportView:
+    return build_view(build_report(nodes, **kwargs))
 
 
 def node(name: str, kind: str, **kwargs: Any) -> NodeRecord:
@@ -62,12 +66,12 @@ def big_fleet(size: int = 1000) -> list[NodeRecord]:
 
 
 @pytest.fixture(scope="module")
-def example() -> dict[str, Any]:
+def example() -> ReportView:
     return scan_report(example_fleet())
 
 
 @pytest.fixture(scope="module")
-def mixed() -> dict[str, Any]:
+def mixed() -> ReportView:
     return scan_report(mixed_fleet())
 
 
@@ -167,32 +171,35 @@ def test_page_is_self_contained_with_a_strict_csp(fleet: str, request: Any) -> N
 
 # -- headline ------------------------------------------------------------------------------------
 def test_headline_shows_the_cluster_set_and_why_the_intersection_is_wrong(
-    example: dict[str, Any],
+    example: ReportView,
 ) -> None:
     page = Page(render_html(example))
     assert text(page.by_id("cluster-set")) == "128,256"
-    assert text(page.by_id("completeness")) == "complete · all 6 nodes probed"
+    assert text(page.by_id("completeness")) == "complete · 6 of 6 nodes probed"
+    assert not page.find(id="caveat") and not page.find(id="settings-caveat")
     naive = text(page.by_id("naive"))
     assert "128,256,512" in naive and "prefix" in naive and "wrong" in naive
     assert "128,256" in text(page.find("title")[0])
 
 
-def test_headline_sve_off_and_incomplete(mixed: dict[str, Any]) -> None:
+def test_headline_sve_off_and_incomplete(mixed: ReportView) -> None:
     page = Page(render_html(mixed))
     assert text(page.by_id("cluster-set")) == "SVE off"
     assert "incomplete" in text(page.by_id("completeness"))
-    assert "1 of 6 nodes not probed" in text(page.by_id("completeness"))
+    assert "1 not probed: the set may be too large" in text(page.by_id("completeness"))
+    caveat = "INCOMPLETE: 1 of 6 nodes not probed; a node not probed may reject this set"
+    assert text(page.by_id("caveat")) == text(page.by_id("settings-caveat")) == caveat
     assert not page.find(id="naive")  # the intersection equals the answer here
 
 
 def test_requirement_is_shown() -> None:
     nodes = [node("a", "a64fx"), node("b", "graviton3")]
-    page = Page(render_html(report_json(build_report(nodes, require_vl=512))))
+    page = Page(render_html(view_of(nodes, require_vl=512)))
     assert text(page.by_id("requirement")) == "Required VL 512: NOT met"
 
 
 # -- the node x VL matrix ------------------------------------------------------------------------
-def test_matrix_colours_each_vl_of_each_node(example: dict[str, Any]) -> None:
+def test_matrix_colours_each_vl_of_each_node(example: ReportView) -> None:
     page = Page(render_html(example))
     header = [text(e) for e in page.within(page.by_id("matrix"), "th", "vl")]
     assert header == ["128", "256", "384", "512"]
@@ -215,7 +222,7 @@ def test_matrix_colours_each_vl_of_each_node(example: dict[str, Any]) -> None:
     assert len(page.find("span", "cell")) == 6 * 4 + 4  # the matrix and its legend
 
 
-def test_matrix_error_and_no_sve_rows(mixed: dict[str, Any]) -> None:
+def test_matrix_error_and_no_sve_rows(mixed: ReportView) -> None:
     page = Page(render_html(mixed))
     rows = {label(page, row): row for row in matrix_rows(page)}
     assert rows["grace-01"]["attrs"]["class"] == "err"
@@ -230,13 +237,13 @@ def test_matrix_error_and_no_sve_rows(mixed: dict[str, Any]) -> None:
 def test_matrix_groups_identical_nodes_above_the_threshold(size: int, rows: int) -> None:
     kinds = ["a64fx", "graviton3", "vl384"]
     nodes = [node(f"n{i:02d}", kinds[i % 3]) for i in range(size - 1)] + [failed("dead")]
-    page = Page(render_html(report_json(build_report(nodes))))
+    page = Page(render_html(view_of(nodes)))
     assert len(matrix_rows(page)) == rows
 
 
 def test_large_fleet_is_grouped_readable_and_small() -> None:
     nodes = big_fleet(1000)
-    source = render_html(report_json(build_report(nodes)))
+    source = render_html(view_of(nodes))
     assert len(source.encode()) < 300_000
     page = Page(source)
     rows = matrix_rows(page)
@@ -260,7 +267,7 @@ def test_large_fleet_is_grouped_readable_and_small() -> None:
 
 def test_error_list_is_capped_for_huge_outages() -> None:
     nodes = [failed(f"dead{i:04d}", "x" * 200) for i in range(1000)] + [node("ok", "a64fx")]
-    source = render_html(report_json(build_report(nodes)))
+    source = render_html(view_of(nodes))
     assert len(source.encode()) < 300_000
     page = Page(source)
     assert len(page.within(page.by_id("errors"), "tr")) == 1 + 100
@@ -268,12 +275,11 @@ def test_error_list_is_capped_for_huge_outages() -> None:
 
 
 # -- the ladder ----------------------------------------------------------------------------------
-def test_ladder_has_one_bar_per_candidate_set(example: dict[str, Any]) -> None:
+def test_ladder_has_one_bar_per_candidate_set(example: ReportView) -> None:
     page = Page(render_html(example))
     rungs = page.find("g", "rung")
     assert [text(page.within(g, "tspan")[0]) for g in rungs] == [
-        f"{','.join(map(str, rung['vls']))} — {rung['count']} of 6 nodes"
-        for rung in example["ladder"]
+        f"{rung.vls} — {len(rung.nodes)} of 6 nodes" for rung in example.ladder
     ]
     assert "128,256 — 6 of 6 nodes (cluster set)" in [
         text(page.within(g, "text")[0]) for g in rungs
@@ -281,90 +287,66 @@ def test_ladder_has_one_bar_per_candidate_set(example: dict[str, Any]) -> None:
     widths = [float(page.within(g, "rect")[1]["attrs"]["width"]) for g in rungs]
     track = float(page.within(rungs[0], "rect")[0]["attrs"]["width"])
     assert widths == [
-        pytest.approx(track * rung["count"] / 6, abs=0.1) for rung in example["ladder"]
+        pytest.approx(track * len(rung.nodes) / 6, abs=0.1) for rung in example.ladder
     ]
     fills = [page.within(g, "rect")[1]["attrs"]["fill"] for g in rungs]
     assert fills.count("#2f9e44") == 1 and fills[3] == "#2f9e44"  # only the cluster set is green
 
 
 def test_ladder_for_a_fleet_without_sve() -> None:
-    page = Page(render_html(report_json(build_report([node("altra", "altra")]))))
+    page = Page(render_html(view_of([node("altra", "altra")])))
     assert not page.find("svg")
-    assert "No node offers SVE" in text(page.by_id("ladder"))
+    assert "No probed node offers SVE" in text(page.by_id("ladder"))
 
 
 # -- limits, errors, settings --------------------------------------------------------------------
-def test_limits_with_messages_binding_or_not(mixed: dict[str, Any]) -> None:
+def test_limits_with_messages_binding_or_not(mixed: ReportView) -> None:
     page = Page(render_html(mixed))
     items = page.find("li", "limit")
-    assert len(items) == len(mixed["limits"]) == 3
-    for item, limit in zip(items, mixed["limits"]):
-        assert limit["message"] in text(item)
-        assert text(item).startswith("binding" if limit["binding"] else "not binding")
+    assert len(items) == len(mixed.limits) == 3
+    for item, limit in zip(items, mixed.limits):
+        assert limit.message in text(item)
+        assert text(item).startswith("binding" if limit.binding else "not binding")
     assert text(page.find("td", "name")[-1]) == "grace-01"  # the errors table
 
 
-def test_settings_are_preformatted_and_escaped(example: dict[str, Any]) -> None:
+def test_settings_are_preformatted_and_escaped(example: ReportView) -> None:
     source = render_html(example)
     page = Page(source)
     assert page.by_id("qemu")["tag"] == "pre"
     assert page.by_id("qemu")["text"] == "-cpu host,sve=on,sve128=on,sve256=on"
-    assert page.by_id("libvirt")["text"] == example["cluster"]["libvirt"]
+    assert page.by_id("libvirt")["text"] == example.settings.libvirt
     assert "&lt;cpu mode=&#x27;host-passthrough&#x27;" in source
     assert page.by_id("kvm")["text"] == "KVM_REG_ARM64_SVE_VLS = 0x3 " + " ".join(["0x0"] * 7)
 
 
+def test_no_settings_for_a_fleet_with_no_probed_node() -> None:
+    page = Page(render_html(view_of([failed("a"), failed("b")])))
+    assert text(page.by_id("cluster-set")) == "unknown"
+    assert "0 of 2 nodes probed: the cluster set is unknown" in text(page.by_id("completeness"))
+    assert not page.find(id="qemu") and not page.find(id="libvirt") and not page.find(id="kvm")
+    assert "No settings: no node was probed" in text(page.by_id("settings"))
+
+
 # -- optional parts ------------------------------------------------------------------------------
-def test_optional_parts_are_rendered_when_present_and_ignored_when_absent(
-    example: dict[str, Any],
-) -> None:
-    bare = {k: v for k, v in example.items() if k not in {"profiles", "target", "excluded"}}
-    page = Page(render_html(bare))
+def test_optional_parts_are_rendered_when_present_and_ignored_when_absent() -> None:
+    nodes = [node("a1", "a64fx"), node("a2", "a64fx"), node("v1", "vl384"), failed("dead")]
+    bare = Page(render_html(view_of([node("a1", "a64fx"), node("v1", "vl384")])))
     for part in ("profiles", "target", "excluded", "what-if"):
-        assert not page.find(id=part)
-    extended = {
-        **bare,
-        "profiles": [
-            {
-                "vls": [128, 256, 512],
-                "kernel": "6.1.0-27-arm64",
-                "cpu_model": "Fujitsu A64FX",
-                "count": 4,
-                "nodes": ["a64fx-01", "a64fx-02", "a64fx-03", "a64fx-04"],
-            },
-            {"vls": None, "kernel": None, "cpu_model": None, "count": 1, "nodes": ["dead"]},
-        ],
-        "excluded": ["old-01", "old-02"],
-        "target": {
-            "vl": 512,
-            "reachable": True,
-            "keep": ["a64fx-01", "a64fx-02", "a64fx-03", "a64fx-04"],
-            "drain": ["sve384-01", "sve384-02"],
-            "unknown": [],
-            "vls_after": [128, 256, 512],
-        },
-        "what_if": {"drain": ["sve384-01", "sve384-02"], "vls_after": [128, 256, 512]},
-    }
-    page = Page(render_html(extended))
+        assert not bare.find(id=part)
+    page = Page(render_html(view_of(nodes, target_vl=512, excluded=["old-01", "old-02"])))
     profiles = page.within(page.by_id("profiles"), "tr")
-    assert len(profiles) == 3 and "a64fx-01, a64fx-02, a64fx-03, a64fx-04" in text(profiles[1])
-    assert profiles[2]["attrs"]["class"] == "err"
+    assert len(profiles) == 1 + 3 and "a1, a2" in text(profiles[1])
+    assert profiles[3]["attrs"]["class"] == "err"
     assert "2 nodes left out of this report: old-01, old-02" in text(page.by_id("excluded"))
     target = text(page.by_id("target"))
-    assert "Target VL 512" in target and "drain 2 nodes" in target and "128,256,512" in target
-    assert "2: sve384-01, sve384-02" in text(page.by_id("what-if"))
-
-
-def test_report_json_profiles_are_rendered_if_the_lead_adds_them(example: dict[str, Any]) -> None:
-    if "profiles" not in example:
-        pytest.skip("report_json has no profiles yet")
-    page = Page(render_html(example))
-    assert len(page.within(page.by_id("profiles"), "tr")) == 1 + len(example["profiles"])
+    assert "Target VL 512" in target and "drain 1 node" in target and "128,256,512" in target
+    assert not page.find(id="what-if")  # the dead what-if section is gone
 
 
 # -- untrusted strings ---------------------------------------------------------------------------
-def hostile_report(size: int) -> dict[str, Any]:
-    """Every string field of the report carries markup; ``size`` > 40 exercises grouped rows."""
+def hostile_nodes(size: int) -> list[NodeRecord]:
+    """Every string field of a node carries markup; ``size`` > 40 exercises grouped rows."""
     nodes = []
     for i in range(size):
         evil = HOSTILE[i % len(HOSTILE)]
@@ -381,16 +363,11 @@ def hostile_report(size: int) -> dict[str, Any]:
             )
         )
     nodes.append(failed(HOSTILE_NAME, f"refused {HOSTILE_ATTR} {HOSTILE[3]}"))
-    report = report_json(build_report(nodes))
-    report["profiles"] = [
-        {"vls": [128], "kernel": HOSTILE_NAME, "cpu_model": HOSTILE_ATTR, "count": 1,
-         "nodes": [HOSTILE_NAME]}
-    ]  # fmt: skip
-    report["excluded"] = [HOSTILE_NAME]
-    report["target"] = {"vl": 512, "reachable": True, "keep": [HOSTILE_ATTR], "drain": [],
-                        "unknown": [HOSTILE_NAME], "vls_after": [128]}  # fmt: skip
-    report["what_if"] = {HOSTILE_NAME: HOSTILE_ATTR, "nested": {"x": [HOSTILE_NAME, 1]}}
-    return report
+    return nodes
+
+
+def hostile_report(size: int) -> ReportView:
+    return view_of(hostile_nodes(size), target_vl=512, excluded=[HOSTILE_NAME])
 
 
 @pytest.mark.parametrize("size", [5, 60])
@@ -417,10 +394,34 @@ def test_untrusted_strings_appear_only_escaped(size: int) -> None:
 
 
 def test_control_and_bidi_characters_are_replaced() -> None:
-    nodes = [node("evil\x1b[31m\u202eexe.\x00", "a64fx"), node("ok", "a64fx")]
-    source = render_html(report_json(build_report(nodes)))
-    assert "\x1b" not in source and "\u202e" not in source and "\x00" not in source
-    assert "evil?[31m?exe.?" in source
+    nodes = [node("evil\x1b[31m\u202eexe.\x00\u200b\n", "a64fx"), node("ok", "a64fx")]
+    source = render_html(view_of(nodes))
+    for raw in ("\x1b", "\u202e", "\x00", "\u200b"):
+        assert raw not in source
+    assert "evil?[31m?exe.???" in source
+
+
+def per_group_page(nodes: list[NodeRecord]) -> str:
+    return render_html_groups([(name, build_view(r)) for name, r in group_reports(nodes)])
+
+
+def test_per_group_is_one_escaped_page_with_a_section_per_group() -> None:
+    source = per_group_page(hostile_nodes(12))
+    assert source.startswith("<!DOCTYPE html>") and source.count("<!DOCTYPE") == 1
+    assert source.count("<html") == 1 and source.count("</html>") == 1
+    for raw in HOSTILE:
+        assert raw not in source
+    page = Page(source)
+    groups = page.find("div", "group")
+    names = [text(page.within(g, "h2", "group")[0]) for g in groups]
+    assert names == [f"Group {name}" for name in sorted(set(HOSTILE))] + ["Group all"]
+    # Every element id is unique on the page, and each group has its own matrix and settings.
+    ids = [e["attrs"]["id"] for e in page.elements if "id" in e["attrs"]]
+    assert len(ids) == len(set(ids))
+    assert [bool(page.find(id=f"g{i}-matrix")) for i in range(1, 7)] == [True] * 6
+    assert "incomplete" in text(page.by_id("g6-completeness"))  # "all" holds the failed node
+    links = [e["attrs"]["href"] for e in page.find("a")]
+    assert links == [f"#g{i}" for i in range(1, 7)]
 
 
 # -- in a real browser ---------------------------------------------------------------------------
@@ -468,9 +469,9 @@ def page_problems(stderr: str) -> list[str]:
 def test_chromium_renders_the_page_without_csp_or_console_errors(
     fleet: str, request: Any, tmp_path: Path
 ) -> None:
-    report = request.getfixturevalue(fleet)
+    view = request.getfixturevalue(fleet)
     page = tmp_path / f"{fleet}.html"
-    page.write_text(render_html(report), encoding="utf-8")
+    page.write_text(render_html(view), encoding="utf-8")
     dom = chromium(tmp_path, page, "--dump-dom")
     expected = "128,256" if fleet == "example" else "SVE off"
     assert re.search(rf'id="cluster-set">{expected}<', dom.stdout)
@@ -497,10 +498,25 @@ def test_chromium_shows_hostile_names_as_text(tmp_path: Path) -> None:
 
 
 @needs_chromium
+def test_chromium_shows_per_group_hostile_names_as_text_on_one_page(tmp_path: Path) -> None:
+    page = tmp_path / "groups.html"
+    page.write_text(per_group_page(hostile_nodes(12)), encoding="utf-8")
+    dom = chromium(tmp_path, page, "--dump-dom")
+    rendered = Page(dom.stdout)
+    assert not rendered.find("script") and not rendered.find("img")
+    assert not [n for e in rendered.elements for n in e["attrs"] if n.startswith("on")]
+    assert len(rendered.find("html")) == 1 and len(rendered.find("div", "group")) == 6
+    headings = [text(h) for h in rendered.find("h2", "group")]
+    assert f"Group {HOSTILE_NAME}" in headings and f"Group {HOSTILE[3]}" in headings
+    assert "<title>" in dom.stdout and "ran" not in text(rendered.find("title")[0])
+    assert page_problems(dom.stderr) == []
+
+
+@needs_chromium
 def test_chromium_problem_check_catches_a_csp_violation(tmp_path: Path) -> None:
     """The check above is not vacuous: the same page with a script and a remote image fails it,
     and the CSP blocks both."""
-    source = render_html(report_json(build_report([node("a", "a64fx")])))
+    source = render_html(view_of([node("a", "a64fx")]))
     bad = source.replace(
         "</main>", '<script>document.title="ran"</script><img src="https://example.invalid/x.png">'
         "</main>",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 from pathlib import Path
 from typing import Any
@@ -12,7 +13,8 @@ from typer.testing import CliRunner
 from vlcalc.cli import app
 from vlcalc.compat import drain_for
 from vlcalc.documents import parse_document
-from vlcalc.report import build_diff, profiles
+from vlcalc.render import make_console, print_report
+from vlcalc.report import build_diff, build_report, build_view, profiles
 from vlcalc.vl import VLSet
 
 from fleet_fixtures import error_entry, hardware_doc, mixed_fleet, ok_entry, scan_doc
@@ -83,9 +85,9 @@ def test_add_planned_hardware(tmp_path: Path) -> None:
 def test_profiles_group_identical_nodes() -> None:
     nodes = parse_document(json.loads(Path(EXAMPLE).read_text()), source="x")
     found = profiles(nodes)
-    assert [(p["count"], p["vls"], p["cpu_model"]) for p in found] == [
-        (4, [128, 256, 512], "Fujitsu A64FX"),
-        (2, [128, 256, 384, 512], "QEMU max (emulated)"),
+    assert [(len(p.names), str(p.vls), p.cpu_model) for p in found] == [
+        (4, "128,256,512", "Fujitsu A64FX"),
+        (2, "128,256,384,512", "QEMU max (emulated)"),
     ]
 
 
@@ -100,20 +102,25 @@ def test_thousand_node_fleet_stays_readable(tmp_path: Path) -> None:
     assert len(profiles(nodes)) == 5
     path = tmp_path / "vlcalc-1000.json"
     path.write_text(json.dumps(scan_doc(entries)))
-    table = run("report", str(path))
-    assert table.exit_code == 4
-    lines = table.stdout.splitlines()
-    assert len(lines) < 120  # grouped matrix, top of the ladder, profiles
-    assert "250: n0000, n0004" in table.stdout
+    assert run("report", str(path)).exit_code == 4
+    out = io.StringIO()
+    print_report(build_view(build_report(nodes)), make_console(out, width=120))
+    lines = out.getvalue().splitlines()
+    assert len(lines) < 80  # grouped matrix, top of the ladder, profiles
+    assert max(map(len, lines)) <= 120
+    assert "│ 250 nodes: n0000, n0004, n0008, n0012, … (+246 more) │ ok " in out.getvalue()
     grouped = json.loads(run("report", str(path), "--per-group", "-f", "json").stdout)
     assert [g["group"] for g in grouped["groups"]][:2] == ["rack0", "rack1"]
     assert grouped["groups"][-1]["group"] == "all"
 
 
+def without(scan: dict[str, Any], *names: str) -> dict[str, Any]:
+    return {**scan, "nodes": [n for n in scan["nodes"] if n["name"] not in names]}
+
+
 def test_diff_exit_codes_and_changes(tmp_path: Path) -> None:
-    old = mixed_fleet()
-    new = mixed_fleet()
-    new["nodes"] = [n for n in new["nodes"] if n["name"] != "altra-01"]  # the no-SVE node leaves
+    old = without(mixed_fleet(), "grace-01")  # complete: every node probed
+    new = without(old, "altra-01")  # the no-SVE node leaves
     (tmp_path / "old.json").write_text(json.dumps(old))
     (tmp_path / "new.json").write_text(json.dumps(new))
     grew = run("diff", str(tmp_path / "old.json"), str(tmp_path / "new.json"), "-f", "json")
@@ -145,3 +152,54 @@ def test_diff_sees_a_node_whose_set_changed() -> None:
 @pytest.mark.parametrize("fmt", ["markdown", "json", "table"])
 def test_diff_formats(fmt: str) -> None:
     assert run("diff", EXAMPLE, EXAMPLE, "-f", fmt).exit_code == 0
+
+
+def test_diff_compares_like_with_like_when_a_side_is_incomplete(tmp_path: Path) -> None:
+    """The limiting node is unreachable now: the set of the rest is larger, but that is not a
+    gain — it is unknown (exit 4), and the nodes probed both times did not change."""
+    old = scan_doc([ok_entry(f"a{i}", hardware_doc(f"a{i}", "a64fx"), []) for i in range(3)]
+                   + [ok_entry("g3", hardware_doc("g3", "graviton3"), [])])  # fmt: skip
+    new = scan_doc([ok_entry(f"a{i}", hardware_doc(f"a{i}", "a64fx"), []) for i in range(3)]
+                   + [error_entry("g3", "unreachable", "connection refused", [])])  # fmt: skip
+    (tmp_path / "old.json").write_text(json.dumps(old))
+    (tmp_path / "new.json").write_text(json.dumps(new))
+    result = run("diff", str(tmp_path / "old.json"), str(tmp_path / "new.json"))
+    assert result.exit_code == 4, result.stdout
+    first = result.stdout.splitlines()[0]
+    assert first == (
+        "== Cluster VL set: 128,256 -> 128,256,512 (incomplete: 1 of 4 not probed) (not "
+        "comparable: a set from incomplete data may be too large)"
+    )
+    assert "Like with like, the 3 nodes probed in both: 128,256,512 -> 128,256,512" in result.stdout
+    doc = json.loads(
+        run("diff", str(tmp_path / "old.json"), str(tmp_path / "new.json"), "-f", "json").stdout
+    )
+    assert doc["complete"] is False and doc["cluster"]["complete"] == {"old": True, "new": False}
+    assert doc["common"] == {"nodes": 3, "old": [128, 256, 512], "new": [128, 256, 512], "lost": []}
+    # Back the other way the old side is incomplete: its set may have been too large: exit 4.
+    back = run("diff", str(tmp_path / "new.json"), str(tmp_path / "old.json"))
+    assert back.exit_code == 4 and "SHRANK" not in back.stdout
+    # A loss seen from a complete old side is certain, whatever the new side lacks: exit 1.
+    shrank = scan_doc([ok_entry("a0", hardware_doc("a0", "graviton4"), []),
+                       error_entry("a1", "timeout", "no answer", [])])  # fmt: skip
+    (tmp_path / "shrank.json").write_text(json.dumps(shrank))
+    lost = run("diff", str(tmp_path / "old.json"), str(tmp_path / "shrank.json"), "-f", "markdown")
+    assert lost.exit_code == 1
+    assert lost.stdout.startswith("# Cluster VL set: 128,256 -> 128 (incomplete: 1 of 2 not")
+    assert "(SHRANK: lost 256)" in lost.stdout.splitlines()[0]
+
+
+def test_zero_nodes_is_an_input_error(tmp_path: Path) -> None:
+    (tmp_path / "empty.json").write_text(json.dumps(scan_doc([])))
+    for args in (
+        ["report", str(tmp_path / "empty.json")],
+        ["report", EXAMPLE, "--exclude", "*"],
+        ["report", EXAMPLE, "--exclude", "*", "--per-group", "-f", "json"],
+        ["check", "--vls", "128", str(tmp_path / "empty.json")],
+        ["diff", EXAMPLE, str(tmp_path / "empty.json")],
+    ):
+        result = run(*args)
+        assert (result.exit_code, result.stdout) == (2, ""), args
+        assert result.stderr.startswith("vlcalc: error: no nodes to ") and (
+            result.stderr.count("\n") == 1
+        )

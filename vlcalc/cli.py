@@ -24,22 +24,26 @@ from vlcalc.render import (
     CHECK_FORMATS,
     DIFF_FORMATS,
     FORMATS,
+    SETTINGS_FORMATS,
     as_json,
     make_console,
+    md,
     print_check,
     print_report,
     render_check,
     render_diff,
     render_report,
     scan_progress,
+    xml_comment,
 )
 from vlcalc.report import (
     GROUPS_SCHEMA,
     ExitCode,
-    Report,
+    ReportView,
     build_check,
     build_diff,
     build_report,
+    build_view,
     combined_exit_code,
     exclude,
     group_reports,
@@ -255,35 +259,49 @@ def _emit_answer(
 ) -> int:
     """Print the cluster answer (one per group with ``per_group``) and return the exit code."""
     if not per_group:
-        result = build_report(nodes, require_vl, target_vl=target_vl, excluded=excluded)
-        _emit_report(result, fmt)
-        return result.exit_code()
-    reports = group_reports(nodes, require_vl, target_vl=target_vl, excluded=excluded)
+        view = build_view(build_report(nodes, require_vl, target_vl=target_vl, excluded=excluded))
+        return _emit_report(view, fmt)
+    views = [
+        (name, build_view(result))
+        for name, result in group_reports(nodes, require_vl, target_vl=target_vl, excluded=excluded)
+    ]
+    codes = [view.exit_code for _, view in views]
     if fmt == "json":
-        _write(
-            as_json(
-                {
-                    "schema": GROUPS_SCHEMA,
-                    "groups": [
-                        {"group": name, "report": report_json(result)} for name, result in reports
-                    ],
-                }
-            )
-        )
+        groups = [{"group": name, "report": report_json(view)} for name, view in views]
+        _write(as_json({"schema": GROUPS_SCHEMA, "groups": groups}))
+    elif fmt == "html":
+        from vlcalc.html import render_html_groups
+
+        _write(render_html_groups(views))
     else:
-        for name, result in reports:
-            _write(f"{'#' if fmt == 'markdown' else '=='} group {name}\n")
-            _emit_report(result, fmt)
+        for name, view in views:  # names are clean: build_report sanitised every node
+            if fmt == "libvirt":
+                _write(f"<!-- {xml_comment('group ' + name)} -->\n")
+            elif fmt in SETTINGS_FORMATS:
+                _write(f"# group {name}\n")
+            else:
+                _write(f"# group {md(name)}\n" if fmt == "markdown" else f"== group {name}\n")
+            codes.append(_emit_report(view, fmt, group=name))
             _write("\n")
-    return combined_exit_code([result.exit_code() for _, result in reports])
+    return combined_exit_code(codes)
 
 
-def _emit_report(result: Report, fmt: str) -> None:
-    text = render_report(result, fmt)
+def _emit_report(view: ReportView, fmt: str, group: Optional[str] = None) -> ExitCode:
+    """Print one report; settings formats warn on stderr when the set comes from incomplete data
+    and print nothing (one error line, exit 4) when no node was probed."""
+    where = "" if group is None else f"group {group}: "
+    if fmt in SETTINGS_FORMATS:
+        if not view.settings.available:
+            _err(f"{where}no node was probed ({view.completeness.text}): no settings to print")
+            return ExitCode.INCOMPLETE
+        if view.settings.caveat is not None:
+            sys.stderr.write(f"vlcalc: warning: {where}{view.settings.caveat}\n")
+    text = render_report(view, fmt)
     if text is None:
-        print_report(result, make_console())
+        print_report(view, make_console())
     else:
         _write(text)
+    return view.exit_code
 
 
 @app.command()

@@ -1,37 +1,41 @@
 """The self-contained HTML capacity-planning report.
 
-:func:`render_html` turns a ``vlcalc.report/1`` document (``report_json(build_report(nodes))``)
-into one HTML page that needs nothing else: inline CSS, inline SVG, no JavaScript, no network,
-and a Content-Security-Policy that forbids everything but inline styles and ``data:`` images.
+:func:`render_html` formats a :class:`vlcalc.report.ReportView`
+(``build_view(build_report(nodes))``) as one HTML page that needs nothing else: inline CSS,
+inline SVG, no JavaScript, no network, and a Content-Security-Policy that forbids everything but
+inline styles and ``data:`` images.
+:func:`render_html_groups` puts several views (``--per-group``) on one such page, a section each.
 
-Every string in the document came from an inventory or from a node (names, hostnames, kernels,
-CPU models, error messages) and is untrusted: each one goes through :func:`_text` (control and
-format characters replaced, then ``html.escape(..., quote=True)``) before it reaches the page,
-in element text, in attributes and in SVG alike.
+Every string from an inventory or a node (names, groups, kernels, CPU models, error messages) is
+untrusted: each one goes through :func:`_text` (:func:`vlcalc.model.printable`, then
+``html.escape(..., quote=True)``) before it reaches the page, in element text, in attributes and
+in SVG alike.
 
 Example::
 
-    page = render_html(report_json(build_report(nodes)))
+    page = render_html(build_view(build_report(nodes)))
     Path("sve-report.html").write_text(page, encoding="utf-8")
 """
 
 from __future__ import annotations
 
 import html
-import json
-from collections.abc import Iterable, Sequence
-from typing import Any
+from collections.abc import Sequence
 
 from vlcalc.model import printable
+from vlcalc.report import (
+    ERRORS_SHOWN,
+    LADDER_SHOWN,
+    PROFILES_SHOWN,
+    ReportView,
+    plural,
+    shorten,
+)
+from vlcalc.vl import VLSet
 
-__all__ = ["CSP", "GROUP_THRESHOLD", "render_html"]
+__all__ = ["CSP", "render_html", "render_html_groups"]
 
 CSP = "default-src 'none'; style-src 'unsafe-inline'; img-src data:"
-GROUP_THRESHOLD = 40  # above this many nodes, identical nodes share one matrix row
-NAMES_SHOWN = 4  # names listed for a group of nodes before "+N more"
-ERRORS_SHOWN = 100  # per-node error rows before the rest are only counted
-LADDER_SHOWN = 32  # ladder bars before the rest are only counted
-PROFILES_SHOWN = 50  # profile rows before the rest are only counted
 
 _LIMIT_TITLES = {
     "max-vl": "smallest maximum",
@@ -98,193 +102,117 @@ ul.limits li:last-child{border-bottom:0}
 .kind{font-weight:650;margin:0 6px}
 .muted{color:var(--muted)}
 footer{color:var(--muted);font-size:12px;text-align:center}
+nav ul{margin:4px 0 0;padding-left:18px}
+h2.group{font-size:19px;margin:26px 0 10px}
 """
 
 
 def _text(value: object) -> str:
     """Untrusted text for HTML text or a quoted attribute: control and format characters (escape
-    sequences, bidi overrides) become ``?``, newlines and tabs stay, then ``html.escape``."""
+    sequences, newlines, bidi overrides, zero-width characters) become ``?``, then
+    ``html.escape``."""
     raw = "" if value is None else str(value)
-    clean = printable(raw, keep="\n\t")
-    return html.escape(clean, quote=True)
+    return html.escape(printable(raw), quote=True)
 
 
-def _vl_set(vls: Sequence[int] | None) -> str:
-    """``[128, 256]`` -> ``128,256`` (as the CLI writes it); ``[]`` -> ``none``."""
+def _vl_set(vls: VLSet | None) -> str:
+    """``128,256`` (as the CLI writes it); the empty set is ``none``, an unknown one ``unknown``."""
     if vls is None:
         return "unknown"
-    return ",".join(str(vl) for vl in vls) or "none"
-
-
-def _names(names: Sequence[str], most: int = NAMES_SHOWN) -> str:
-    shown = ", ".join(str(name) for name in names[:most])
-    return shown + (f", … (+{len(names) - most} more)" if len(names) > most else "")
-
-
-def _plural(count: int, word: str) -> str:
-    return f"{count} {word}" if count == 1 else f"{count} {word}s"
+    return str(vls) if vls else "none"
 
 
 # -- headline ------------------------------------------------------------------------------------
-def _headline(report: dict[str, Any]) -> str:
-    cluster = report["cluster"]
-    nodes = report["nodes"]
-    vls = cluster["vls"]
-    total = len(nodes)
-    statuses = [node["status"] for node in nodes]
-    if vls:
-        answer = (
-            f'<div class="set" id="cluster-set">{_text(_vl_set(vls))}</div>'
-            f'<div class="muted">max VL {_text(cluster["max_vl"])} bits · every node accepts '
-            "exactly this set</div>"
-        )
-    else:
-        answer = (
-            '<div class="set off" id="cluster-set">SVE off</div>'
-            '<div class="muted">no VL set runs on every node: start guests with '
-            "<code>sve=off</code></div>"
-        )
-    if report["complete"]:
-        state = f'<span class="badge ok">complete · all {total} nodes probed</span>'
-    else:
-        state = (
-            f'<span class="badge bad">incomplete · {_text(cluster["unprobed"])} of {total} '
-            "nodes not probed</span>"
-        )
+def _headline(view: ReportView, p: str) -> str:
+    headline, completeness = view.headline, view.completeness
+    css = "set" if headline.vls else "set off"
+    answer = (
+        f'<div class="{css}" id="{p}cluster-set">{_text(headline.title)}</div>'
+        f'<div class="muted">{_text(headline.detail)}</div>'
+    )
+    badge = "ok" if completeness.complete else "bad"
+    state = "complete" if completeness.complete else "incomplete"
+    statuses = [node.status for node in view.nodes]
     stats = [
-        (total, "nodes"),
+        (completeness.total, "nodes"),
         (statuses.count("ok"), "with SVE"),
         (statuses.count("no-sve"), "no SVE"),
-        (statuses.count("error"), "not probed"),
+        (completeness.unprobed, "not probed"),
     ]
     cards = "".join(
         f'<div class="stat"><b>{count}</b><span>{_text(label)}</span></div>'
         for count, label in stats
     )
     out = (
-        '<section id="headline"><div class="headline">'
+        f'<section id="{p}headline"><div class="headline">'
         f'<div class="answer"><div class="label">Cluster VL set</div>{answer}'
-        f'<p id="completeness">{state}</p></div>'
+        f'<p id="{p}completeness"><span class="badge {badge}">{state} · '
+        f"{_text(completeness.text)}</span></p></div>"
         f'<div class="stats">{cards}</div></div>'
     )
     notes = []
-    if not report["complete"]:
+    if completeness.caveat is not None:
+        notes.append(f'<p class="note bad" id="{p}caveat">{_text(completeness.caveat)}</p>')
+    if headline.naive_text is not None:
+        notes.append(f'<p class="note" id="{p}naive">{_text(headline.naive_text)}.</p>')
+    if view.excluded_text is not None:
+        notes.append(f'<p class="note" id="{p}excluded">{_text(view.excluded_text)}.</p>')
+    if headline.requirement_text is not None:
+        bad = "" if headline.requirement_met else " bad"
         notes.append(
-            '<p class="note bad">Some nodes could not be probed: their sets are unknown, so the '
-            "set above covers only the others and may be too large.</p>"
-        )
-    if cluster.get("naive_differs"):
-        notes.append(
-            f'<p class="note" id="naive">The plain intersection of the nodes\' sets would be '
-            f"<b>{_text(_vl_set(cluster['naive_intersection']))}</b>, but that is wrong: KVM can "
-            "only give a guest a prefix of each host's set (it cannot hide single VLs), so a set "
-            "that skips a VL some host offers is refused on that host.</p>"
-        )
-    notes.append(_excluded(report))
-    requirement = report.get("requirement")
-    if requirement:
-        met = bool(requirement.get("met"))
-        notes.append(
-            f'<p class="note{"" if met else " bad"}" id="requirement">Required VL '
-            f"{_text(requirement.get('vl'))}: <b>{'met' if met else 'NOT met'}</b></p>"
+            f'<p class="note{bad}" id="{p}requirement">{_text(headline.requirement_text)}</p>'
         )
     return out + "".join(notes) + "</section>"
 
 
 # -- node x VL matrix ----------------------------------------------------------------------------
-def _columns(nodes: Iterable[dict[str, Any]]) -> list[int]:
-    """Every VL any node offers, ascending."""
-    return sorted({int(vl) for node in nodes for vl in node.get("vls") or ()})
+_CELL_TITLES = {
+    "err": "unknown (not probed)",
+    "no": "not offered",
+    "in": "offered, in the cluster set",
+    "out": "offered, not usable cluster-wide",
+}
+_STATUS_CSS = {"ok": "ok", "no-sve": "warn", "error": "bad"}
 
 
-def _rows(nodes: Sequence[dict[str, Any]]) -> list[list[dict[str, Any]]]:
-    """One row per node, or for large fleets one per (status, set, limit kinds, error kind)."""
-    if len(nodes) <= GROUP_THRESHOLD:
-        return [[node] for node in nodes]
-    groups: dict[tuple[Any, ...], list[dict[str, Any]]] = {}
-    for node in nodes:
-        vls = node.get("vls")
-        error = node.get("error") or {}
-        key = (
-            node["status"],
-            None if vls is None else tuple(vls),
-            tuple(node.get("limits") or ()),
-            error.get("kind"),
-        )
-        groups.setdefault(key, []).append(node)
-    return list(groups.values())
-
-
-def _common(members: Sequence[dict[str, Any]], field: str, plural: str) -> str | None:
-    """The members' shared ``field``, or e.g. ``"3 kernels"`` when they differ."""
-    values = {member.get(field) for member in members}
-    if len(values) == 1:
-        value = values.pop()
-        return None if value is None else str(value)
-    return f"{len(values - {None})} {plural}"
-
-
-def _matrix(report: dict[str, Any]) -> str:
-    nodes = report["nodes"]
-    columns = _columns(nodes)
-    in_cluster = set(report["cluster"]["vls"])
-    grouped = len(nodes) > GROUP_THRESHOLD
-    rows = _rows(nodes)
-    head = "".join(f'<th class="vl{" in" if vl in in_cluster else ""}">{vl}</th>' for vl in columns)
+def _matrix(view: ReportView, p: str) -> str:
+    matrix = view.matrix
+    head = "".join(
+        f'<th class="vl{" in" if vl in matrix.in_cluster else ""}">{vl}</th>'
+        for vl in matrix.columns
+    )
     body = []
-    for members in rows:
-        first = members[0]
-        names = [str(member["name"]) for member in members]
-        vls = first.get("vls")
-        error = first.get("error") or {}
-        is_error = first["status"] == "error"
-        if grouped and len(members) > 1:
-            label = f"{len(members)} nodes"
-            meta_names = f'<span class="meta">{_text(_names(names))}</span>'
-        else:
-            label, meta_names = names[0], ""
-        hardware = " · ".join(
-            value
-            for value in (
-                _common(members, "cpu_model", "CPU models"),
-                _common(members, "kernel", "kernels"),
-            )
-            if value is not None
+    for row in matrix.rows:
+        meta = (
+            f'<span class="meta">{_text(shorten(row.names))}</span>' if len(row.names) > 1 else ""
         )
-        meta = meta_names + (f'<span class="meta">{_text(hardware)}</span>' if hardware else "")
-        cells = []
-        for vl in columns:
-            if vls is None:
-                css, title = "c-err", f"VL {vl}: unknown (not probed)"
-            elif vl not in vls:
-                css, title = "c-no", f"VL {vl}: not offered"
-            elif vl in in_cluster:
-                css, title = "c-in", f"VL {vl}: offered, in the cluster set"
-            else:
-                css, title = "c-out", f"VL {vl}: offered, not usable cluster-wide"
-            cells.append(f'<td class="vl"><span class="cell {css}" title="{title}"></span></td>')
-        if is_error:
-            detail = f'<span class="badge bad">{_text(error.get("kind"))}</span>'
-            if not grouped or len(members) == 1:
-                detail += f" {_text(error.get('message'))}"
+        if row.hardware:
+            meta += f'<span class="meta">{_text(row.hardware)}</span>'
+        cells = "".join(
+            f'<td class="vl"><span class="cell c-{cell}" title="VL {vl}: {_CELL_TITLES[cell]}">'
+            "</span></td>"
+            for vl, cell in zip(matrix.columns, row.cells)
+        )
+        if row.error_kind is not None:
+            detail = f'<span class="badge bad">{_text(row.error_kind)}</span>'
+            if row.error_message is not None:
+                detail += f" {_text(row.error_message)}"
         else:
             detail = " ".join(
-                f'<span class="badge warn">{_text(kind)}</span>' for kind in first.get("limits", [])
+                f'<span class="badge warn">{_text(kind)}</span>' for kind in row.limits
             )
-        status_css = {"ok": "ok", "no-sve": "warn", "error": "bad"}.get(
-            str(first["status"]), "info"
-        )
+        status_css = _STATUS_CSS.get(str(row.status), "info")
         body.append(
-            f'<tr class="{"err" if is_error else "node"}">'
-            f'<td class="name"><span class="who">{_text(label)}</span>{meta}</td>'
-            f'<td><span class="badge {status_css}">{_text(first["status"])}</span></td>'
-            f"{''.join(cells)}<td>{detail}</td></tr>"
+            f'<tr class="{"err" if row.vls is None else "node"}">'
+            f'<td class="name"><span class="who">{_text(row.label)}</span>{meta}</td>'
+            f'<td><span class="badge {status_css}">{_text(row.status)}</span></td>'
+            f"{cells}<td>{detail}</td></tr>"
         )
     caption = (
-        f"{len(nodes)} nodes in {len(rows)} rows: identical nodes (same status, VL set and "
-        "limits) share a row."
-        if grouped
-        else f"{len(nodes)} nodes, one row each."
+        f"{matrix.total} nodes in {len(matrix.rows)} rows: identical nodes (same status, VL set "
+        "and limits) share a row."
+        if matrix.grouped
+        else f"{matrix.total} nodes, one row each."
     )
     legend = (
         '<div class="legend">'
@@ -295,45 +223,45 @@ def _matrix(report: dict[str, Any]) -> str:
         "</div>"
     )
     return (
-        '<section id="matrix"><h2>Nodes &times; vector lengths (bits)</h2>'
+        f'<section id="{p}matrix"><h2>Nodes &times; vector lengths (bits)</h2>'
         f'<p class="muted">{caption}</p>{legend}'
-        f'<table class="matrix"><thead><tr><th>{"Nodes" if grouped else "Node"}</th>'
+        f'<table class="matrix"><thead><tr><th>{"Nodes" if matrix.grouped else "Node"}</th>'
         f"<th>Status</th>{head}<th>Limits / error</th></tr></thead>"
         f"<tbody>{''.join(body)}</tbody></table></section>"
     )
 
 
 # -- capacity ladder -----------------------------------------------------------------------------
-def _ladder(report: dict[str, Any]) -> str:
-    rungs = report.get("ladder") or []
-    total = len(report["nodes"])
-    cluster_vls = list(report["cluster"]["vls"])
+def _ladder(view: ReportView, p: str) -> str:
+    rungs = view.ladder
+    total = view.completeness.total
+    cluster_vls = view.headline.vls
     if not rungs:
         return (
-            '<section id="ladder"><h2>Capacity ladder</h2>'
-            '<p class="muted">No node offers SVE: there is no VL set to choose.</p></section>'
+            f'<section id="{p}ladder"><h2>Capacity ladder</h2>'
+            '<p class="muted">No probed node offers SVE: there is no VL set to choose.</p>'
+            "</section>"
         )
     shown = rungs[:LADDER_SHOWN]
-    width, bar_x, bar_width, row_height = 1000, 0, 1000, 42
+    width, bar_width, row_height = 1000, 1000, 42
     height = row_height * len(shown) + 4
     bars = []
     for index, rung in enumerate(shown):
         y = index * row_height
-        count = int(rung["count"])
+        count = len(rung.nodes)
         length = 0 if total == 0 else round(bar_width * count / total, 1)
-        is_cluster = list(rung["vls"]) == cluster_vls
+        is_cluster = rung.vls == cluster_vls
         fill = "#2f9e44" if is_cluster else "#7b8ba3"
-        label = f"{_vl_set(rung['vls'])} — {count} of {total} nodes"
+        label = f"{_vl_set(rung.vls)} — {count} of {total} nodes"
         suffix = " (cluster set)" if is_cluster else ""
-        tooltip = f"{label}: {_names(rung.get('nodes') or [], 12)}"
+        tooltip = f"{label}: {shorten(rung.nodes, 12)}"
         bars.append(
             f'<g class="rung"><title>{_text(tooltip)}</title>'
-            f'<text x="{bar_x}" y="{y + 14}" font-size="13" fill="#1f2933">'
+            f'<text x="0" y="{y + 14}" font-size="13" fill="#1f2933">'
             f'<tspan font-weight="600">{_text(label)}</tspan>'
             f'<tspan fill="#2f9e44" font-weight="600">{suffix}</tspan></text>'
-            f'<rect x="{bar_x}" y="{y + 20}" width="{bar_width}" height="14" rx="3" '
-            'fill="#eef1f5"/>'
-            f'<rect x="{bar_x}" y="{y + 20}" width="{length}" height="14" rx="3" fill="{fill}"/>'
+            f'<rect x="0" y="{y + 20}" width="{bar_width}" height="14" rx="3" fill="#eef1f5"/>'
+            f'<rect x="0" y="{y + 20}" width="{length}" height="14" rx="3" fill="{fill}"/>'
             "</g>"
         )
     more = (
@@ -345,16 +273,16 @@ def _ladder(report: dict[str, Any]) -> str:
     whole = (
         "The green bar is the set the whole cluster accepts."
         if cluster_vls
-        else "No set runs on every node (some nodes offer no SVE): guests need sve=off."
+        else "No set runs on every node: guests need sve=off."
     )
-    unprobed = int(report["cluster"].get("unprobed") or 0)
+    unprobed = view.completeness.unprobed
     basis = (
         f" {unprobed} of the {total} nodes were not probed and count as not accepting."
         if unprobed
         else ""
     )
     return (
-        '<section id="ladder"><h2>Capacity ladder</h2>'
+        f'<section id="{p}ladder"><h2>Capacity ladder</h2>'
         '<p class="muted">Every candidate VL set and how many nodes accept it (a node accepts a '
         f"set that is a prefix of its own): larger sets run on fewer nodes. {_text(whole)}"
         f"{_text(basis)}</p>"
@@ -365,47 +293,52 @@ def _ladder(report: dict[str, Any]) -> str:
 
 
 # -- limits, errors, settings --------------------------------------------------------------------
-def _limits(report: dict[str, Any]) -> str:
-    limits = report.get("limits") or []
-    if not limits:
+_LIMIT_TITLES = {
+    "max-vl": "smallest maximum",
+    "divergence": "divergent VL",
+    "no-sve": "no SVE",
+    "unprobed": "not probed",
+}
+
+
+def _limits(view: ReportView, p: str) -> str:
+    if not view.limits:
         return (
-            '<section id="limits"><h2>What limits the set</h2>'
+            f'<section id="{p}limits"><h2>What limits the set</h2>'
             '<p><span class="badge ok">none</span> every node offers the same set.</p></section>'
         )
     items = []
-    for limit in limits:
-        binding = bool(limit.get("binding", True))
+    for limit in view.limits:
         badge = (
             '<span class="badge bad">binding</span>'
-            if binding
+            if limit.binding
             else '<span class="badge info">not binding</span>'
         )
-        kind = str(limit.get("kind"))
-        title = _LIMIT_TITLES.get(kind, kind)
+        title = _LIMIT_TITLES.get(limit.kind, limit.kind)
         later = (
             ""
-            if binding
+            if limit.binding
             else '<span class="meta">applies once the nodes without SVE are gone</span>'
         )
         items.append(
             f'<li class="limit">{badge}<span class="kind">{_text(title)}</span>'
-            f'<span class="muted">({_text(kind)})</span><br>{_text(limit.get("message"))}'
+            f'<span class="muted">({_text(limit.kind)})</span><br>{_text(limit.message)}'
             f"{later}</li>"
         )
     return (
-        '<section id="limits"><h2>What limits the set</h2>'
+        f'<section id="{p}limits"><h2>What limits the set</h2>'
         f'<ul class="limits">{"".join(items)}</ul></section>'
     )
 
 
-def _errors(report: dict[str, Any]) -> str:
-    failed = [node for node in report["nodes"] if node.get("error")]
+def _errors(view: ReportView, p: str) -> str:
+    failed = view.errors
     if not failed:
         return ""
     rows = [
-        f'<tr class="err"><td class="name">{_text(node["name"])}</td>'
-        f'<td><span class="badge bad">{_text(node["error"].get("kind"))}</span></td>'
-        f"<td>{_text(node['error'].get('message'))}</td></tr>"
+        f'<tr class="err"><td class="name">{_text(node.name)}</td>'
+        f'<td><span class="badge bad">{_text(node.error_kind)}</span></td>'
+        f"<td>{_text(node.error_message)}</td></tr>"
         for node in failed[:ERRORS_SHOWN]
     ]
     more = (
@@ -415,143 +348,88 @@ def _errors(report: dict[str, Any]) -> str:
         else ""
     )
     return (
-        f'<section id="errors"><h2>Nodes not probed ({len(failed)})</h2>'
+        f'<section id="{p}errors"><h2>Nodes not probed ({len(failed)})</h2>'
         "<table><thead><tr><th>Node</th><th>Error</th><th>Message</th></tr></thead>"
         f"<tbody>{''.join(rows)}</tbody></table>{more}</section>"
     )
 
 
-def _settings(report: dict[str, Any]) -> str:
-    cluster = report["cluster"]
-    words = " ".join(str(word) for word in cluster.get("kvm_words") or ())
+def _settings(view: ReportView, p: str) -> str:
+    settings = view.settings
+    title = "<h2>Settings that give a guest exactly this set on every node</h2>"
+    if not settings.available:
+        return (
+            f'<section id="{p}settings">{title}<p class="note bad">No settings: no node was '
+            "probed, so the cluster set is unknown.</p></section>"
+        )
+    caveat = (
+        ""
+        if settings.caveat is None
+        else f'<p class="note bad" id="{p}settings-caveat">{_text(settings.caveat)}</p>'
+    )
     return (
-        '<section id="settings"><h2>Settings that give a guest exactly this set on every node'
-        "</h2>"
-        f'<h3>QEMU</h3><pre id="qemu">-cpu {_text(cluster.get("qemu"))}</pre>'
-        f'<h3>libvirt</h3><pre id="libvirt">{_text(cluster.get("libvirt"))}</pre>'
-        f'<h3>KVM</h3><pre id="kvm">KVM_REG_ARM64_SVE_VLS = {_text(words)}</pre></section>'
+        f'<section id="{p}settings">{title}{caveat}'
+        f'<h3>QEMU</h3><pre id="{p}qemu">{_text(settings.qemu)}</pre>'
+        f'<h3>libvirt</h3><pre id="{p}libvirt">{html.escape(settings.libvirt, quote=True)}</pre>'
+        f'<h3>KVM</h3><pre id="{p}kvm">{_text(settings.kvm)}</pre></section>'
     )
 
 
-# -- optional sections the lead's report may carry -----------------------------------------------
-def _profiles(report: dict[str, Any]) -> str:
-    """``profiles``: ``[{"vls", "kernel", "cpu_model", "count", "nodes", "status"?}]``."""
-    profiles = report.get("profiles")
-    if not profiles:
+def _profiles(view: ReportView, p: str) -> str:
+    if not view.profiles_useful:
         return ""
     rows = []
-    for profile in profiles[:PROFILES_SHOWN]:
-        vls = profile.get("vls")
-        status = profile.get("status") or ("error" if vls is None else "ok" if vls else "no-sve")
+    for profile in view.profiles[:PROFILES_SHOWN]:
         rows.append(
-            f'<tr class="{"err" if status == "error" else "profile"}">'
-            f"<td>{_text(_vl_set(vls))}</td>"
-            f"<td>{_text(profile.get('cpu_model') or '—')}</td>"
-            f"<td>{_text(profile.get('kernel') or '—')}</td>"
-            f"<td>{_text(profile.get('count'))}</td>"
-            f"<td>{_text(_names(profile.get('nodes') or [], 6))}</td></tr>"
+            f'<tr class="{"err" if profile.vls is None else "profile"}">'
+            f"<td>{_text(_vl_set(profile.vls))}</td>"
+            f"<td>{_text(profile.cpu_model or '—')}</td>"
+            f"<td>{_text(profile.kernel or '—')}</td>"
+            f"<td>{len(profile.names)}</td>"
+            f"<td>{_text(shorten(profile.names))}</td></tr>"
         )
     more = (
-        f'<p class="muted">… and {len(profiles) - PROFILES_SHOWN} smaller profiles (see the JSON '
-        "report).</p>"
-        if len(profiles) > PROFILES_SHOWN
+        f'<p class="muted">… and {len(view.profiles) - PROFILES_SHOWN} smaller profiles (see the '
+        "JSON report).</p>"
+        if len(view.profiles) > PROFILES_SHOWN
         else ""
     )
     return (
-        '<section id="profiles"><h2>Hardware profiles</h2>'
+        f'<section id="{p}profiles"><h2>Hardware profiles</h2>'
         '<p class="muted">Nodes with the same VL set, CPU model and kernel.</p>'
         "<table><thead><tr><th>VL set</th><th>CPU model</th><th>Kernel</th><th>Nodes</th>"
         f"<th>Which</th></tr></thead><tbody>{''.join(rows)}</tbody></table>{more}</section>"
     )
 
 
-def _target(report: dict[str, Any]) -> str:
-    """``target`` (``--target-vl``): ``{"vl", "reachable", "keep", "drain", "unknown",
-    "vls_after"}``, the fewest nodes to drain so that the rest reach VL ``vl``."""
-    target = report.get("target")
-    if not isinstance(target, dict):
+def _target(view: ReportView, p: str) -> str:
+    """``--target-vl``: the fewest nodes to drain so that the rest reach VL ``vl``."""
+    plan = view.plan
+    if plan is None:
         return ""
-    vl = target.get("vl")
-    keep, drain = target.get("keep") or [], target.get("drain") or []
-    unknown = target.get("unknown") or []
-    if target.get("reachable", bool(keep)):
+    if plan.keep:
         verdict = (
-            f'<p><span class="badge ok">reachable</span> drain {_text(_plural(len(drain), "node"))}'
-            f" and the other {len(keep)} run <b>{_text(_vl_set(target.get('vls_after')))}</b>"
-            "</p>"
+            '<p><span class="badge ok">reachable</span> '
+            f"drain {_text(plural(len(plan.drain), 'node'))}"
+            f" and the other {len(plan.keep)} run <b>{_text(_vl_set(plan.vls_after))}</b></p>"
         )
     else:
-        verdict = f'<p><span class="badge bad">unreachable</span> no node offers VL {_text(vl)}</p>'
+        verdict = f'<p><span class="badge bad">unreachable</span> no node offers VL {plan.vl}</p>'
     rows = "".join(
-        f"<tr><th>{label}</th><td>{len(names)}</td><td>{_text(_names(names, 8))}</td></tr>"
-        for label, names in (("keep", keep), ("drain", drain), ("unknown", unknown))
+        f"<tr><th>{label}</th><td>{len(names)}</td><td>{_text(shorten(names, 8))}</td></tr>"
+        for label, names in (("keep", plan.keep), ("drain", plan.drain), ("unknown", plan.unknown))
         if names
     )
     table = f"<table><tbody>{rows}</tbody></table>" if rows else ""
-    return f'<section id="target"><h2>Target VL {_text(vl)}</h2>{verdict}{table}</section>'
+    return f'<section id="{p}target"><h2>Target VL {plan.vl}</h2>{verdict}{table}</section>'
 
 
-def _excluded(report: dict[str, Any]) -> str:
-    """``excluded`` (``--exclude``): the node names left out of this what-if report."""
-    excluded = report.get("excluded")
-    if not excluded:
-        return ""
-    return (
-        f'<p class="note" id="excluded">What-if: {_text(_plural(len(excluded), "node"))} left '
-        f"out of this report: {_text(_names(excluded, 8))}.</p>"
-    )
+def _sections(view: ReportView, p: str) -> str:
+    parts = (_headline, _matrix, _ladder, _limits, _errors, _settings, _target, _profiles)
+    return "\n".join(part for part in (make(view, p) for make in parts) if part)
 
 
-def _value(value: Any) -> str:
-    """A what-if value of unknown shape: names are shortened, nested objects shown as JSON."""
-    if isinstance(value, list) and all(isinstance(item, int) for item in value):
-        return _text(_vl_set(value))
-    if isinstance(value, list) and all(isinstance(item, str) for item in value):
-        return _text(f"{len(value)}: {_names(value, 8)}" if value else "none")
-    if isinstance(value, (dict, list)):
-        dumped = json.dumps(value, indent=2)
-        if len(dumped) > 4000:
-            dumped = dumped[:4000] + "\n…"
-        return f"<pre>{_text(dumped)}</pre>"
-    return _text(value)
-
-
-def _what_if(report: dict[str, Any]) -> str:
-    what_if = report.get("what_if")
-    if not what_if:
-        return ""
-    if isinstance(what_if, dict):
-        rows = "".join(
-            f"<tr><th>{_text(key)}</th><td>{_value(value)}</td></tr>"
-            for key, value in what_if.items()
-        )
-        content = f"<table>{rows}</table>"
-    else:
-        content = _value(what_if)
-    return f'<section id="what-if"><h2>What if</h2>{content}</section>'
-
-
-def render_html(report: dict[str, Any]) -> str:
-    """The ``vlcalc.report/1`` document as one self-contained HTML page (a ``str``).
-
-    Sections: the headline (cluster set, completeness, the naive intersection when it differs),
-    the node x VL matrix (identical nodes grouped above :data:`GROUP_THRESHOLD` nodes), the
-    capacity ladder as an SVG bar chart, the limits, the nodes not probed, the settings, and the
-    optional ``profiles`` and ``what_if`` parts when the document has them.
-    """
-    cluster_vls = report["cluster"]["vls"]
-    title = f"vlcalc: cluster VL set {_vl_set(cluster_vls) if cluster_vls else 'SVE off'}"
-    sections = [
-        _headline(report),
-        _matrix(report),
-        _ladder(report),
-        _limits(report),
-        _errors(report),
-        _settings(report),
-        _target(report),
-        _profiles(report),
-        _what_if(report),
-    ]
+def _page(title: str, body: str) -> str:
     return (
         "<!DOCTYPE html>\n"
         '<html lang="en"><head><meta charset="utf-8">'
@@ -560,8 +438,35 @@ def render_html(report: dict[str, Any]) -> str:
         '<meta name="referrer" content="no-referrer">'
         f"<title>{_text(title)}</title><style>{_CSS}</style></head>\n<body><main>"
         "<h1>SVE vector lengths: cluster capacity report</h1>"
-        f'<p class="sub">{_text(report.get("schema"))} · the largest SVE vector-length set that '
-        "every node's KVM accepts (the longest common prefix of the nodes' sets)</p>"
-        + "\n".join(section for section in sections if section)
-        + "<footer>generated by vlcalc</footer></main></body></html>\n"
+        '<p class="sub">the largest SVE vector-length set that every node\'s KVM accepts (the '
+        "longest common prefix of the nodes' sets)</p>"
+        f"{body}<footer>generated by vlcalc</footer></main></body></html>\n"
     )
+
+
+def render_html(view: ReportView) -> str:
+    """One report as one self-contained HTML page (a ``str``).
+
+    Sections: the headline (cluster set, completeness, the naive intersection when it differs),
+    the node x VL matrix (identical nodes grouped above ``GROUP_THRESHOLD`` nodes), the
+    capacity ladder as an SVG bar chart, the limits, the nodes not probed, the settings, the
+    ``--target-vl`` plan and the hardware profiles.
+    """
+    return _page(f"vlcalc: {view.title.lower()}", _sections(view, ""))
+
+
+def render_html_groups(views: Sequence[tuple[str, ReportView]]) -> str:
+    """``--per-group``: one page, a section per group (``all`` last), element ids prefixed
+    ``gN-`` so that each stays unique on the page."""
+    toc = "".join(
+        f'<li><a href="#g{index}">{_text(name)}</a>: {_text(view.headline.title)}'
+        f"{'' if view.completeness.complete else ' (incomplete)'}</li>"
+        for index, (name, view) in enumerate(views, 1)
+    )
+    groups = "".join(
+        f'<div class="group" id="g{index}"><h2 class="group">Group {_text(name)}</h2>'
+        f"{_sections(view, f'g{index}-')}</div>"
+        for index, (name, view) in enumerate(views, 1)
+    )
+    body = f'<section id="groups"><h2>Groups</h2><nav><ul>{toc}</ul></nav></section>{groups}'
+    return _page(f"vlcalc: {len(views)} groups", body)

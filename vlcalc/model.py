@@ -72,11 +72,20 @@ class LimitKind(_Name):
     UNPROBED = "unprobed"
 
 
+# Printable by Unicode's rule but invisible: a name made of them looks empty or like another name.
+_INVISIBLE = frozenset("\u034f\u115f\u1160\u17b4\u17b5\u3164\uffa0")
+
+
 def printable(text: str, keep: str = "") -> str:
     """Node text goes into messages, terminals and pages: replace control and format characters
-    (escape sequences, bidi overrides) with ``?``, except those in ``keep``.
+    (escape sequences, newlines, bidi overrides, zero-width characters) and invisible fillers with
+    ``?``, except those in ``keep``.
 
-    >>> printable("a\\x1b[31mb")
-    'a?[31mb'
+    >>> printable("a\\x1b[31mb\\u200bc\\nd")
+    'a?[31mb?c?d'
     """
-    return "".join(ch if ch.isprintable() or ch in keep else "?" for ch in text)
+    if text.isprintable() and _INVISIBLE.isdisjoint(text):  # the usual case, at C speed
+        return text
+    return "".join(
+        ch if (ch.isprintable() and ch not in _INVISIBLE) or ch in keep else "?" for ch in text
+    )

@@ -1,40 +1,43 @@
-"""Rendering reports and checks for people and for other programs.
+"""Rendering reports, checks and diffs for people and for other programs.
 
-Node names, hostnames and messages come from inventories and from nodes: they are always passed to
-rich as :class:`rich.text.Text` (never parsed as markup) and escaped in Markdown.
+Every report format formats one :class:`vlcalc.report.ReportView` and computes nothing of its own.
+Node text in the view is already printable (:func:`vlcalc.report.clean_nodes`); here it is passed
+to rich as :class:`rich.text.Text` (never parsed as markup) and escaped in Markdown (:func:`md`).
 """
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
+import msgspec
 from rich.console import Console, Group
 from rich.table import Table
 from rich.text import Text
 
-from vlcalc.documents import NodeRecord
 from vlcalc.model import printable
 from vlcalc.report import (
+    LADDER_SHOWN,
+    PROFILES_SHOWN,
     CheckResult,
+    Completeness,
     Drift,
-    Report,
+    ReportView,
     check_json,
     diff_json,
-    profiles,
     report_json,
-    vl_columns,
+    shorten,
 )
 from vlcalc.vl import VLSet
 
 FORMATS = ("table", "json", "markdown", "html", "qemu", "libvirt", "kvm")
+SETTINGS_FORMATS = ("qemu", "libvirt", "kvm")
 CHECK_FORMATS = ("table", "json", "markdown")
 DIFF_FORMATS = CHECK_FORMATS
-PROFILE_THRESHOLD = 40  # above this many nodes, the matrix shows one row per distinct set
-_HAVE, _LACK = "●", "·"
+_CELL = {"in": "●", "out": "●", "no": "·", "err": "?"}  # the table's matrix cells
+_MD_CELL = {"in": "x", "out": "x", "no": " ", "err": "?"}
 
 
 @contextmanager
@@ -80,147 +83,141 @@ def make_console(file: Any = None, *, width: int | None = None) -> Console:
     )
 
 
-_ENCODE = json.JSONEncoder(separators=(", ", ": "), check_circular=False).encode  # C; trees only
+_ENCODE = msgspec.json.Encoder().encode  # C; one call per item, like the stdlib's one-shot
 
 
 def as_json(document: dict[str, Any]) -> str:
     """JSON for people and for ``jq``: each top-level field on its own line, one line per member
     of an object field and per item of a list field.  (``json.dumps(indent=...)`` takes the
-    pure-Python encoder, several seconds for a 100,000-node report.)"""
+    pure-Python encoder, several seconds for a 100,000-node report; msgspec encodes an item in
+    about a microsecond.)"""
     fields = []
     for key, value in document.items():
+        name = _ENCODE(key)
         if isinstance(value, list) and value:
-            body = ",\n    ".join(map(_ENCODE, value))
-            fields.append(f"  {_ENCODE(key)}: [\n    {body}\n  ]")
+            body = b",\n    ".join(map(_ENCODE, value))
+            fields.append(b"  " + name + b": [\n    " + body + b"\n  ]")
         elif isinstance(value, dict) and value:
-            body = ",\n    ".join(f"{_ENCODE(k)}: {_ENCODE(v)}" for k, v in value.items())
-            fields.append(f"  {_ENCODE(key)}: {{\n    {body}\n  }}")
+            body = b",\n    ".join(_ENCODE(k) + b": " + _ENCODE(v) for k, v in value.items())
+            fields.append(b"  " + name + b": {\n    " + body + b"\n  }")
         else:
-            fields.append(f"  {_ENCODE(key)}: {_ENCODE(value)}")
-    return "{\n" + ",\n".join(fields) + "\n}\n"
+            fields.append(b"  " + name + b": " + _ENCODE(value))
+    return (b"{\n" + b",\n".join(fields) + b"\n}\n").decode("utf-8")
 
 
-def kvm_text(vls: VLSet) -> str:
-    return "KVM_REG_ARM64_SVE_VLS = " + " ".join(vls.hex_words()) + "\n"
+def settings_text(view: ReportView, fmt: str) -> str | None:
+    """``-f qemu|libvirt|kvm``: the settings, with a comment line in the format's own syntax when
+    the set comes from incomplete data; ``None`` when no node was probed (nothing to give)."""
+    settings = view.settings
+    if not settings.available:
+        return None
+    caveat = settings.caveat
+    if fmt == "libvirt":
+        note = "" if caveat is None else f"<!-- {xml_comment('vlcalc: ' + caveat)} -->\n"
+        return note + settings.libvirt + "\n"
+    note = "" if caveat is None else f"# vlcalc: {caveat}\n"
+    return note + (settings.qemu if fmt == "qemu" else settings.kvm) + "\n"
 
 
-def render_report(report: Report, fmt: str) -> str | None:
-    """Plain-text formats as a string; ``None`` for ``table`` (printed with rich)."""
-    answer = report.answer
+def xml_comment(text: str) -> str:
+    """Text that is safe inside ``<!-- -->``: no ``--`` and no trailing ``-``."""
+    while "--" in text:
+        text = text.replace("--", "- -")
+    return text + " " if text.endswith("-") else text
+
+
+def render_report(view: ReportView, fmt: str) -> str | None:
+    """Plain-text formats as a string; ``None`` for ``table`` (printed with rich) and for a
+    settings format when no node was probed (the caller reports that as an error)."""
     if fmt == "json":
-        return as_json(report_json(report))
+        return as_json(report_json(view))
     if fmt == "markdown":
-        return report_markdown(report)
+        return report_markdown(view)
     if fmt == "html":
         from vlcalc.html import render_html
 
-        return render_html(report_json(report))
-    if fmt == "qemu":
-        return f"-cpu {answer.vls.qemu_cpu()}\n"
-    if fmt == "libvirt":
-        return answer.vls.libvirt_xml() + "\n"
-    if fmt == "kvm":
-        return kvm_text(answer.vls)
+        return render_html(view)
+    if fmt in SETTINGS_FORMATS:
+        return settings_text(view, fmt)
     return None
 
 
 # -- rich table -----------------------------------------------------------------------------------
-def _names(names: Sequence[str], most: int = 6) -> str:
-    shown = ", ".join(names[:most])
-    return shown + (f", ... (+{len(names) - most})" if len(names) > most else "")
-
-
-def _headline(report: Report) -> Text:
-    answer = report.answer
+def _headline(view: ReportView) -> Text:
+    headline, completeness = view.headline, view.completeness
     text = Text()
     text.append("Cluster VL set: ", style="bold")
-    if answer.vls:
-        text.append(str(answer.vls), style="bold green")
-        text.append(f"  (max VL {answer.vls.max_vl} bits)")
-    else:
-        text.append("SVE off", style="bold yellow")
-        text.append("  (no VL set runs on every node)")
-    text.append(f"\n{answer.probed} of {len(report.nodes)} nodes probed")
-    if not answer.complete:
-        text.append(
-            f"; {len(answer.unprobed)} not probed: the answer may be too large", style="red"
-        )
-    if answer.naive_differs:
-        text.append(
-            f"\nThe plain intersection would be {answer.naive_intersection} — wrong: KVM gives a "
-            "guest only a prefix of each host's set",
-            style="yellow",
-        )
-    if report.require_vl is not None:
-        met = report.requirement_met
-        text.append(
-            f"\nRequired VL {report.require_vl}: {'met' if met else 'NOT met'}",
-            style="green" if met else "bold red",
-        )
+    style = "bold green" if headline.vls else "bold yellow" if headline.known else "bold red"
+    text.append(headline.title, style=style)
+    text.append(f"  ({headline.detail})")
+    text.append("\n")
+    text.append(completeness.text, style="" if completeness.complete else "red")
+    if headline.naive_text is not None:
+        text.append("\n" + headline.naive_text, style="yellow")
+    if headline.requirement_text is not None:
+        met = headline.requirement_met
+        text.append("\n" + headline.requirement_text, style="green" if met else "bold red")
     return text
 
 
-def _matrix(report: Report) -> Table:
-    columns = vl_columns(report.nodes)
-    in_cluster = set(report.answer.vls.vls())
-    blamed = report.limiting()
-    grouped = len(report.nodes) > PROFILE_THRESHOLD
-    table = Table(title="Nodes x vector lengths (● offered, · not)", title_justify="left")
-    table.add_column("Nodes" if grouped else "Node", overflow="fold")
+def _matrix(view: ReportView) -> Table:
+    matrix = view.matrix
+    table = Table(
+        title="Nodes x vector lengths (● offered, · not, ? unknown)", title_justify="left"
+    )
+    table.add_column("Nodes" if matrix.grouped else "Node", overflow="fold")
     table.add_column("Status")
-    for vl in columns:
-        table.add_column(str(vl), justify="center", style="green" if vl in in_cluster else None)
-    table.add_column("Limits / error", overflow="fold")
-    # Large fleets: one row per identical (status, set, limits, error kind), so 1,000 nodes with a
-    # few hardware profiles stay a few rows.
-    rows: dict[tuple[str, int, str], list[NodeRecord]] = {}
-    for node in report.nodes:
-        mask = -1 if node.vls is None else node.vls.mask
-        detail = (
-            (node.error_kind if grouped else f"{node.error_kind}: {node.error_message}")
-            if node.error_kind
-            else ", ".join(blamed.get(node.name, []))
+    for vl in matrix.columns:
+        table.add_column(
+            str(vl), justify="center", style="green" if vl in matrix.in_cluster else None
         )
-        key = (node.status, mask, detail) if grouped else (node.name, mask, detail)
-        rows.setdefault(key, []).append(node)
-    for (_, mask, detail), members in rows.items():
-        names = [node.name for node in members]
-        label = f"{len(names)}: {_names(names)}" if grouped else names[0]
-        status = members[0].status
-        cells = [_HAVE if mask >= 0 and vl in VLSet(mask) else _LACK for vl in columns]
-        style = "red" if status == "error" else "yellow" if blamed.get(names[0]) else ""
-        table.add_row(Text(label), Text(status, style=style), *cells, Text(detail))
+    table.add_column("Limits / error", overflow="fold")
+    for row in matrix.rows:
+        label = row.label if len(row.names) == 1 else f"{row.label}: {shorten(row.names)}"
+        style = "red" if row.vls is None else "yellow" if row.limits else ""
+        table.add_row(
+            Text(label),
+            Text(row.status, style=style),
+            *(_CELL[cell] for cell in row.cells),
+            Text(row.detail),
+        )
     return table
 
 
-def _limits(report: Report) -> Text | Group:
-    if not report.answer.limits:
+def _limits(view: ReportView) -> Text | Group:
+    if not view.limits:
         return Text("Limits: none — every node offers the same set\n", style="green")
     # A grid gives each message a hanging indent, however narrow the terminal.
     grid = Table.grid(padding=(0, 1))
     grid.add_column(no_wrap=True)
     grid.add_column(overflow="fold")
-    for limit in report.answer.limits:
+    for limit in view.limits:
         label = f"  • {limit.kind}:" if limit.binding else f"  • then {limit.kind}:"
         grid.add_row(Text(label, style="bold"), Text(limit.message))
     return Group(Text("Why the set is not larger:", style="bold"), grid, Text(""))
 
 
-def _settings(vls: VLSet) -> Text:
+def _settings(view: ReportView) -> Text:
+    settings = view.settings
     text = Text()
+    if not settings.available:
+        text.append("No settings: no node was probed, so the cluster set is unknown.\n", "bold red")
+        return text
     text.append("Settings that give a guest exactly this set on every node:\n", style="bold")
+    if settings.caveat is not None:
+        text.append(f"  {settings.caveat}\n", style="bold red")
     text.append("  QEMU     ", style="bold")
-    text.append(f"-cpu {vls.qemu_cpu()}\n")
+    text.append(settings.qemu + "\n")
     text.append("  KVM      ", style="bold")
-    text.append(kvm_text(vls))
+    text.append(settings.kvm + "\n")
     text.append("  libvirt\n", style="bold")
-    for line in vls.libvirt_xml().splitlines():
+    for line in settings.libvirt.splitlines():
         text.append(f"    {line}\n")
     return text
 
 
-def _ladder(report: Report, most: int = 8) -> Table:
-    total = report.answer.probed
+def _ladder(view: ReportView) -> Table:
+    total = view.completeness.total
     table = Table(
         title="Capacity ladder: each VL set and the nodes that accept it", title_justify="left"
     )
@@ -228,103 +225,99 @@ def _ladder(report: Report, most: int = 8) -> Table:
     table.add_column("VL set")
     table.add_column("Nodes", justify="right")
     table.add_column("Which", overflow="fold")
-    for rung in report.answer.ladder[:most]:
+    for rung in view.ladder[:LADDER_SHOWN]:
         table.add_row(
             str(rung.vls.max_vl),
             str(rung.vls),
-            f"{len(rung.nodes)}/{total}",
-            Text(_names(rung.nodes)),
+            f"{len(rung.nodes)} of {total}",
+            Text(shorten(rung.nodes)),
         )
     return table
 
 
-def _profiles(report: Report, most: int = 12) -> Table:
+def _profiles(view: ReportView) -> Table:
     table = Table(
         title="Profiles: nodes with the same KVM VL set, kernel and CPU", title_justify="left"
     )
     for column in ("Nodes", "VL set", "Kernel", "CPU", "Which"):
         table.add_column(column, justify="right" if column == "Nodes" else "left", overflow="fold")
-    for item in profiles(report.nodes)[:most]:
-        vls = "error" if item["vls"] is None else str(VLSet.from_vls(item["vls"]))
+    for profile in view.profiles[:PROFILES_SHOWN]:
         table.add_row(
-            str(item["count"]),
-            vls,
-            Text(item["kernel"] or "?"),
-            Text(item["cpu_model"] or "?"),
-            Text(_names(item["nodes"], 4)),
+            str(len(profile.names)),
+            "unknown" if profile.vls is None else str(profile.vls),
+            Text(profile.kernel or "?"),
+            Text(profile.cpu_model or "?"),
+            Text(shorten(profile.names)),
         )
     return table
 
 
-def plan_text(report: Report) -> str:
-    """The ``--target-vl`` answer in words (for the table and Markdown)."""
-    plan = report.plan
-    if plan is None:
-        return ""
-    if not plan.keep:
-        return f"No node offers VL {plan.vl}: no drain reaches it."
-    text = (
-        f"To reach VL {plan.vl}: keep {len(plan.keep)} nodes (set {plan.vls_after}) and drain or "
-        f"move {len(plan.drain)}"
-    )
-    text += f": {_names(plan.drain, 12)}." if plan.drain else " — none, it is reached already."
-    if plan.unknown:
-        text += f" Not counted, unprobed: {_names(plan.unknown)}."
-    return text
-
-
-def print_report(report: Report, console: Console) -> None:
-    parts: list[Any] = [_headline(report)]
-    if report.excluded:
-        parts.append(
-            Text(
-                f"What-if: without {len(report.excluded)} excluded nodes: "
-                f"{_names(report.excluded)}",
-                style="cyan",
-            )
-        )
-    parts += [Text(""), _matrix(report), Text(""), _limits(report)]
-    if report.plan is not None:
-        parts.append(Text(plan_text(report) + "\n", style="cyan"))
-    parts.append(_settings(report.answer.vls))
-    if len(report.answer.ladder) > 1:
-        parts.append(_ladder(report))
-    if len(profiles(report.nodes)) < len(report.nodes):
-        parts.append(_profiles(report))
+def print_report(view: ReportView, console: Console) -> None:
+    parts: list[Any] = [_headline(view)]
+    if view.excluded_text is not None:
+        parts.append(Text(view.excluded_text, style="cyan"))
+    parts += [Text(""), _matrix(view), Text(""), _limits(view)]
+    if view.target_text is not None:
+        parts.append(Text(view.target_text + "\n", style="cyan"))
+    parts.append(_settings(view))
+    if len(view.ladder) > 1:
+        parts.append(_ladder(view))
+    if view.profiles_useful:
+        parts.append(_profiles(view))
     console.print(Group(*parts))
 
 
 # -- drift ----------------------------------------------------------------------------------------
+def _labelled(vls: VLSet, completeness: Completeness) -> str:
+    """A cluster set with its basis: a set from incomplete data never looks like a known one."""
+    if completeness.state == "none":
+        return "unknown (no node probed)"
+    shown = str(vls) if vls else "SVE off"
+    if completeness.complete:
+        return shown
+    return f"{shown} (incomplete: {completeness.unprobed} of {completeness.total} not probed)"
+
+
 def render_diff(drift: Drift, fmt: str) -> str:
     if fmt == "json":
         return as_json(diff_json(drift))
-    doc = diff_json(drift)
-    cluster = doc["cluster"]
     heading = "#" if fmt == "markdown" else "=="
+    esc = md if fmt == "markdown" else printable
+    old_state, new_state = drift.completeness()
 
-    def fmt_vls(vls: list[int] | None) -> str:
-        return "error" if vls is None else str(VLSet.from_vls(vls))
+    def fmt_vls(vls: VLSet | None) -> str:
+        return "unknown" if vls is None else str(vls) if vls else "none"
 
-    def esc(text: str) -> str:
-        return md(text) if fmt == "markdown" else printable(text)
-
+    verdict = ""
+    if drift.certain_loss or (drift.complete and drift.shrank):
+        verdict = f" (SHRANK: lost {drift.lost})"
+    elif not drift.complete:
+        verdict = " (not comparable: a set from incomplete data may be too large)"
     lines = [
-        f"{heading} Cluster VL set: {fmt_vls(cluster['old'])} -> {fmt_vls(cluster['new'])}"
-        + (f" (SHRANK: lost {fmt_vls(cluster['lost'])})" if cluster["shrank"] else ""),
+        f"{heading} Cluster VL set: {_labelled(drift.old.answer.vls, old_state)} -> "
+        f"{_labelled(drift.new.answer.vls, new_state)}{verdict}",
         "",
     ]
-    for title, items in (("Added", doc["added"]), ("Removed", doc["removed"])):
+    if not drift.complete:
+        common_lost = VLSet(drift.common_old.mask & ~drift.common_new.mask)
+        lines += [
+            f"Like with like, the {drift.common_nodes} nodes probed in both: "
+            f"{fmt_vls(drift.common_old)} -> {fmt_vls(drift.common_new)}"
+            + (f" (lost {common_lost})" if common_lost else ""),
+            "",
+        ]
+    for title, items in (("Added", drift.added), ("Removed", drift.removed)):
         lines.append(f"{title}: {len(items)}")
-        lines += [f"- {esc(item['name'])}: {fmt_vls(item['vls'])}" for item in items]
-    lines.append(f"Changed: {len(doc['changed'])}")
+        lines += [f"- {esc(node.name)}: {fmt_vls(node.vls)}" for node in items]
+    lines.append(f"Changed: {len(drift.changed)}")
     lines += [
-        f"- {esc(item['name'])}: {fmt_vls(item['old']['vls'])} -> {fmt_vls(item['new']['vls'])}"
+        f"- {esc(new.name)}: {fmt_vls(old.vls)} -> {fmt_vls(new.vls)}"
         + (
-            f" (kernel {esc(item['old']['kernel'] or '?')} -> {esc(item['new']['kernel'] or '?')})"
-            if item["old"]["kernel"] != item["new"]["kernel"]
+            f" (kernel {esc(old.kernel or '?')} -> {esc(new.kernel or '?')})"
+            if old.kernel != new.kernel
             else ""
         )
-        for item in doc["changed"]
+        for old, new in drift.changed
     ]
     return "\n".join(lines) + "\n"
 
@@ -364,75 +357,65 @@ def render_check(result: CheckResult, fmt: str) -> str | None:
 
 
 # -- markdown -------------------------------------------------------------------------------------
-_MD_SPECIAL = re.compile(r"([\\`*_{}\[\]<>()#+!|~])")
+# Every ASCII punctuation character that starts or ends Markdown syntax in CommonMark or GFM
+# (emphasis, code, links, images, HTML, entities, tables, strikethrough, math, mentions, emoji
+# shortcodes, autolinks); CommonMark lets a backslash escape any of them.  Left alone, because
+# they mean nothing inside a line of text: - . , / ' ; = ? %
+_MD_SPECIAL = re.compile(r"""([\\`*_{}\[\]<>()#+!|~&$@:^"])""")
 
 
 def md(text: str | None) -> str:
-    """Escape text from nodes or inventories for a Markdown table cell."""
-    return _MD_SPECIAL.sub(r"\\\1", text or "")
+    """Text from nodes or inventories for Markdown (a table cell or a line): made printable (no
+    newline can end the cell or the line), then every syntax character backslash-escaped.
+
+    >>> md("evil|name*<b>")
+    'evil\\\\|name\\\\*\\\\<b\\\\>'
+    """
+    return _MD_SPECIAL.sub(r"\\\1", printable(text or ""))
 
 
-def report_markdown(report: Report) -> str:
-    answer = report.answer
-    columns = vl_columns(report.nodes)
-    blamed = report.limiting()
+def _md_row(cells: Sequence[str]) -> str:
+    return "| " + " | ".join(cells) + " |"
+
+
+def report_markdown(view: ReportView) -> str:
+    headline, matrix, settings = view.headline, view.matrix, view.settings
     out = ["# vlcalc report", ""]
-    if answer.vls:
-        out.append(f"**Cluster VL set: {answer.vls}** (max VL {answer.vls.max_vl} bits)")
-    else:
-        out.append("**Cluster VL set: SVE off** (no VL set runs on every node)")
-    out.append("")
-    out.append(
-        f"{answer.probed} of {len(report.nodes)} nodes probed"
-        + ("" if answer.complete else "; the answer may be too large")
-        + "."
-    )
-    if answer.naive_differs:
-        out.append(
-            f"The plain intersection would be {answer.naive_intersection}, which KVM "
-            "would reject: a guest gets only a prefix of each host's set."
-        )
-    out += [
-        "",
-        "## Nodes",
-        "",
-        "| Node | Status | " + " | ".join(map(str, columns)) + " | Limits / error |",
-        "|---|---|" + "---|" * len(columns) + "---|",
-    ]
-    for node in report.nodes:
-        cells = [("x" if node.vls is not None and vl in node.vls else " ") for vl in columns]
-        detail = (
-            f"{node.error_kind}: {node.error_message}"
-            if node.error_kind
-            else ", ".join(blamed.get(node.name, []))
-        )
-        out.append(
-            f"| {md(node.name)} | {node.status} | " + " | ".join(cells) + f" | {md(detail)} |"
-        )
+    out.append(f"**{view.title}** ({headline.detail})")
+    out += ["", view.completeness.text + "."]
+    if headline.naive_text is not None:
+        out.append(headline.naive_text + ".")
+    if headline.requirement_text is not None:
+        out.append(headline.requirement_text + ".")
+    if view.excluded_text is not None:
+        out += ["", md(view.excluded_text)]
+    header = ["Nodes" if matrix.grouped else "Node", "Status", *map(str, matrix.columns)]
+    header.append("Limits / error")
+    out += ["", "## Nodes", "", _md_row(header), _md_row(["---"] * len(header))]
+    for row in matrix.rows:
+        label = row.label if len(row.names) == 1 else f"{row.label}: {shorten(row.names)}"
+        cells = [md(label), md(row.status), *(_MD_CELL[cell] for cell in row.cells)]
+        out.append(_md_row([*cells, md(row.detail)]))
     out += ["", "## Limits", ""]
     out += [
         f"- {'' if limit.binding else 'then '}**{limit.kind}**: {md(limit.message)}"
-        for limit in answer.limits
+        for limit in view.limits
     ] or ["- none"]
-    if report.plan is not None:
-        out += ["", "## Target", "", md(plan_text(report))]
+    if view.target_text is not None:
+        out += ["", "## Target", "", md(view.target_text)]
+    out += ["", "## Settings", ""]
+    if not settings.available:
+        out.append("No settings: no node was probed, so the cluster set is unknown.")
+    else:
+        if settings.caveat is not None:
+            out += [f"> **{settings.caveat}**", ""]
+        out += ["```", settings.qemu, settings.kvm, "```", "", "```xml", settings.libvirt, "```"]
+    total = view.completeness.total
+    out += ["", "## Ladder", "", "| Max VL | VL set | Nodes |", "|---|---|---|"]
     out += [
-        "",
-        "## Settings",
-        "",
-        "```",
-        f"-cpu {answer.vls.qemu_cpu()}",
-        kvm_text(answer.vls).rstrip(),
-        "```",
-        "",
-        "```xml",
-        answer.vls.libvirt_xml(),
-        "```",
-        "",
-        "## Ladder",
-        "",
-        "| Max VL | VL set | Nodes |",
-        "|---|---|---|",
+        f"| {rung.vls.max_vl} | {rung.vls} | {len(rung.nodes)} of {total} |"
+        for rung in view.ladder[:LADDER_SHOWN]
     ]
-    out += [f"| {rung.vls.max_vl} | {rung.vls} | {len(rung.nodes)} |" for rung in answer.ladder]
+    if len(view.ladder) > LADDER_SHOWN:
+        out += ["", f"… and {len(view.ladder) - LADDER_SHOWN} smaller sets (see the JSON report)."]
     return "\n".join(out) + "\n"

@@ -1,25 +1,48 @@
 """From node records to answers: the cluster report and the migration check, as data.
 
-Pure code: :func:`build_report` and :func:`build_check` compute, ``*_json`` turn the result into
-the documented JSON documents (``vlcalc.report/1``, ``vlcalc.check/1``).  Rendering for people is in
-``vlcalc.render``.
+Pure code: :func:`build_report` and :func:`build_check` compute; :func:`build_view` turns a report
+into the one :class:`ReportView` that every output format only formats (the table and Markdown in
+``vlcalc.render``, the page in ``vlcalc.html``, the JSON document here in :func:`report_json`):
+one headline wording, one completeness label, one grouping threshold, one name-shortening rule.
+
+Node text (names, groups, kernels, CPU models, messages) is untrusted: :func:`clean_nodes` passes
+it through :func:`vlcalc.model.printable` once, as the nodes enter the report, so no output of a
+report, a check or a diff carries an escape sequence, newline, bidi override or zero-width
+character that a node or inventory sent.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, replace
 from enum import IntEnum
 from fnmatch import fnmatchcase
 from typing import Any
 
-from vlcalc.compat import ClusterAnswer, DrainPlan, Verdict, cluster, drain_for, judge
+from vlcalc.compat import (
+    ClusterAnswer,
+    DrainPlan,
+    Limit,
+    Rung,
+    Verdict,
+    cluster,
+    drain_for,
+    judge,
+)
 from vlcalc.documents import NodeRecord
 from vlcalc.errors import InputError
-from vlcalc.model import CHECK_SCHEMA, DIFF_SCHEMA, GROUPS_SCHEMA, REPORT_SCHEMA
-
-__all__ = ["GROUPS_SCHEMA", "ExitCode", "Report", "build_check", "build_report"]
+from vlcalc.model import CHECK_SCHEMA, DIFF_SCHEMA, GROUPS_SCHEMA, REPORT_SCHEMA, printable
 from vlcalc.vl import VLSet
+
+__all__ = [
+    "GROUPS_SCHEMA",
+    "ExitCode",
+    "Report",
+    "ReportView",
+    "build_check",
+    "build_report",
+    "build_view",
+]
 
 
 class ExitCode(IntEnum):
@@ -65,6 +88,54 @@ class Report:
         )
 
 
+def require_nodes(nodes: Sequence[NodeRecord], what: str = "report") -> None:
+    """Zero nodes is an input error, never an answer: an empty scan or an ``--exclude`` that
+    matched every node would otherwise be a "complete" report that approves anything."""
+    if not nodes:
+        raise InputError(f"no nodes to {what} (an empty scan, or --exclude matched every node)")
+
+
+def _clean(text: str | None) -> str | None:
+    return None if text is None else printable(text)
+
+
+def _all_printable(texts: Iterable[str | None]) -> bool:
+    # One C-speed test over the joined text: on a clean fleet of 100,000 nodes this costs a few
+    # milliseconds, where cleaning each string would cost a Python call per string.
+    joined = "".join(text for text in texts if text)
+    return printable(joined) == joined
+
+
+def clean_nodes(nodes: Sequence[NodeRecord]) -> tuple[NodeRecord, ...]:
+    """The one sanitising path: every text field of every node through :func:`printable`.
+
+    >>> clean_nodes([NodeRecord("a\\x1b[2Jb", "ok", VLSet(1))])[0].name
+    'a?[2Jb'
+    """
+    fields: list[str | None] = [node.name for node in nodes]
+    fields += [group for node in nodes for group in node.groups]
+    fields += [node.error_kind for node in nodes]
+    fields += [node.error_message for node in nodes]
+    fields += [node.kernel for node in nodes]
+    fields += [node.cpu_model for node in nodes]
+    fields += [node.hostname for node in nodes]
+    if _all_printable(fields):
+        return tuple(nodes)
+    return tuple(
+        replace(
+            node,
+            name=printable(node.name),
+            groups=tuple(printable(group) for group in node.groups),
+            error_kind=_clean(node.error_kind),
+            error_message=_clean(node.error_message),
+            kernel=_clean(node.kernel),
+            cpu_model=_clean(node.cpu_model),
+            hostname=_clean(node.hostname),
+        )
+        for node in nodes
+    )
+
+
 def build_report(
     nodes: Sequence[NodeRecord],
     require_vl: int | None = None,
@@ -72,9 +143,18 @@ def build_report(
     target_vl: int | None = None,
     excluded: Sequence[str] = (),
 ) -> Report:
+    """The cluster answer over ``nodes``; raises :class:`InputError` for zero nodes.
+
+    >>> report = build_report([NodeRecord("a", "ok", VLSet.from_vls([128, 256]))])
+    >>> str(report.answer.vls), report.exit_code().name
+    ('128,256', 'OK')
+    """
+    require_nodes(nodes)
+    nodes = clean_nodes(nodes)
     pairs = [(node.name, node.vls) for node in nodes]
     plan = drain_for(pairs, target_vl) if target_vl is not None else None
-    return Report(tuple(nodes), cluster(pairs), require_vl, plan, tuple(excluded))
+    dropped = tuple(printable(name) for name in excluded)
+    return Report(nodes, cluster(pairs), require_vl, plan, dropped)
 
 
 def exclude(
@@ -98,29 +178,10 @@ def exclude(
             kept.append(node)
     unused = [p for p in patterns if p not in used]
     if unused:
-        raise InputError(f"{unused[0]!r} matches no node or group", source="--exclude")
+        raise InputError(
+            f"{printable(repr(unused[0]))} matches no node or group", source="--exclude"
+        )
     return kept, dropped
-
-
-def profiles(nodes: Sequence[NodeRecord]) -> list[dict[str, Any]]:
-    """Nodes grouped by identical KVM VL set, kernel and CPU model, largest group first."""
-    groups: dict[tuple[str, int, str | None, str | None], list[str]] = {}
-    for node in nodes:
-        mask = -1 if node.vls is None else node.vls.mask
-        key = (node.status, mask, node.kernel, node.cpu_model)
-        groups.setdefault(key, []).append(node.name)
-    ordered = sorted(groups.items(), key=lambda item: -len(item[1]))
-    return [
-        {
-            "status": status,
-            "vls": None if mask < 0 else VLSet(mask).vls(),
-            "kernel": kernel,
-            "cpu_model": cpu_model,
-            "count": len(names),
-            "nodes": names,
-        }
-        for (status, mask, kernel, cpu_model), names in ordered
-    ]
 
 
 def group_reports(
@@ -131,11 +192,17 @@ def group_reports(
     excluded: Sequence[str] = (),
 ) -> list[tuple[str, Report]]:
     """One report per inventory group (a group is often a migration domain), then ``all``."""
+    require_nodes(nodes)
+    nodes = clean_nodes(nodes)
     names = sorted({group for node in nodes for group in node.groups} - {"all"})
-    members = [[node for node in nodes if name in node.groups] for name in names]
+    members: dict[str, list[NodeRecord]] = {name: [] for name in names}
+    for node in nodes:
+        for group in node.groups:
+            if group in members:
+                members[group].append(node)
     return [
         (name, build_report(group, require_vl, target_vl=target_vl, excluded=excluded))
-        for name, group in [*zip(names, members), ("all", list(nodes))]
+        for name, group in [*members.items(), ("all", list(nodes))]
     ]
 
 
@@ -147,41 +214,414 @@ def combined_exit_code(codes: Sequence[ExitCode]) -> ExitCode:
     return ExitCode.OK
 
 
-def report_json(report: Report) -> dict[str, Any]:
-    """The ``vlcalc.report/1`` document (see the README for every field)."""
+# -- the one view every output format formats ---------------------------------------------------
+GROUP_THRESHOLD = 40  # above this many nodes, identical nodes share one matrix row
+NAMES_SHOWN = 4  # names listed for a group of nodes before "… (+N more)"
+LADDER_SHOWN = 16  # ladder rungs shown for people (the JSON document has every one)
+PROFILES_SHOWN = 12  # profile rows shown for people
+ERRORS_SHOWN = 100  # per-node error rows shown for people
+
+
+def shorten(names: Sequence[str], most: int = NAMES_SHOWN) -> str:
+    """The one rule for a list of node names that may be long.
+
+    >>> shorten(["a", "b", "c"], 2)
+    'a, b, … (+1 more)'
+    """
+    shown = ", ".join(names[:most])
+    return shown + (f", … (+{len(names) - most} more)" if len(names) > most else "")
+
+
+def plural(count: int, word: str) -> str:
+    return f"{count} {word}" if count == 1 else f"{count} {word}s"
+
+
+@dataclass(frozen=True)
+class Completeness:
+    """How much of the fleet the answer stands on.  ``state``: ``complete`` (every node probed),
+    ``partial`` (some not: a set derived from the rest may be too large) or ``none`` (no node
+    probed: there is no answer, and no settings are given)."""
+
+    total: int
+    probed: int
+
+    @property
+    def unprobed(self) -> int:
+        return self.total - self.probed
+
+    @property
+    def complete(self) -> bool:
+        return self.probed == self.total
+
+    @property
+    def state(self) -> str:
+        return "complete" if self.complete else "partial" if self.probed else "none"
+
+    @property
+    def text(self) -> str:
+        """E.g. ``5 of 6 nodes probed; 1 not probed: the set may be too large``."""
+        if self.complete:
+            return f"{self.probed} of {self.total} nodes probed"
+        if not self.probed:
+            return f"0 of {self.total} nodes probed: the cluster set is unknown"
+        return (
+            f"{self.probed} of {self.total} nodes probed; {self.unprobed} not probed: "
+            "the set may be too large"
+        )
+
+    @property
+    def caveat(self) -> str | None:
+        """The label for anything derived from incomplete data (settings, the set); ``None``
+        when the answer is complete."""
+        if self.complete:
+            return None
+        return (
+            f"INCOMPLETE: {self.unprobed} of {self.total} nodes not probed; a node not probed "
+            "may reject this set"
+        )
+
+
+@dataclass(frozen=True)
+class Headline:
+    """The answer in one line: ``title`` is the set, ``SVE off`` or ``unknown``."""
+
+    vls: VLSet
+    known: bool  # false when no node was probed
+    naive_intersection: VLSet | None  # when it differs from the answer (and is therefore wrong)
+    require_vl: int | None
+    requirement_met: bool
+
+    @property
+    def title(self) -> str:
+        return str(self.vls) if self.vls else "SVE off" if self.known else "unknown"
+
+    @property
+    def detail(self) -> str:
+        if not self.known:
+            return "no node was probed"
+        if self.vls:
+            return f"max VL {self.vls.max_vl} bits"
+        return "no VL set runs on every node: start guests with sve=off"
+
+    @property
+    def naive_text(self) -> str | None:
+        if self.naive_intersection is None:
+            return None
+        return (
+            f"The plain intersection would be {self.naive_intersection}, which is wrong: KVM "
+            "gives a guest only a prefix of each host's set (it cannot hide single VLs)"
+        )
+
+    @property
+    def requirement_text(self) -> str | None:
+        if self.require_vl is None:
+            return None
+        return f"Required VL {self.require_vl}: {'met' if self.requirement_met else 'NOT met'}"
+
+
+@dataclass(frozen=True)
+class Settings:
+    """What gives a guest exactly the cluster set on every node, in each tool's syntax.
+    ``available`` is false when no node was probed: then nothing may be printed.  ``caveat`` is
+    set when the set comes from incomplete data."""
+
+    vls: VLSet
+    available: bool
+    caveat: str | None
+
+    @property
+    def qemu_cpu(self) -> str:
+        return self.vls.qemu_cpu()
+
+    @property
+    def qemu(self) -> str:
+        return f"-cpu {self.qemu_cpu}"
+
+    @property
+    def kvm_words(self) -> list[str]:
+        return self.vls.hex_words()
+
+    @property
+    def kvm(self) -> str:
+        return "KVM_REG_ARM64_SVE_VLS = " + " ".join(self.kvm_words)
+
+    @property
+    def libvirt(self) -> str:
+        return self.vls.libvirt_xml()
+
+
+@dataclass(frozen=True)
+class MatrixRow:
+    """One row of the node x VL matrix: one node, or (above :data:`GROUP_THRESHOLD` nodes) every
+    node with the same status, set, limit kinds and error kind.  ``cells`` has one state per
+    column: ``in`` (offered, in the cluster set), ``out`` (offered, not usable cluster-wide),
+    ``no`` (not offered) or ``err`` (unknown: not probed)."""
+
+    names: tuple[str, ...]
+    status: str
+    vls: VLSet | None
+    cells: tuple[str, ...]
+    limits: tuple[str, ...]
+    error_kind: str | None
+    error_message: str | None  # only on a one-node row
+    hardware: str  # shared CPU model and kernel, or e.g. "3 kernels"
+
+    @property
+    def label(self) -> str:
+        return self.names[0] if len(self.names) == 1 else f"{len(self.names)} nodes"
+
+    @property
+    def detail(self) -> str:
+        """Limits or the error, in words (the table and Markdown)."""
+        if self.error_kind is None:
+            return ", ".join(self.limits)
+        if self.error_message is None:
+            return self.error_kind
+        return f"{self.error_kind}: {self.error_message}"
+
+
+@dataclass(frozen=True)
+class Matrix:
+    columns: tuple[int, ...]  # every VL any node offers
+    in_cluster: frozenset[int]
+    grouped: bool
+    rows: tuple[MatrixRow, ...]
+    total: int
+
+
+@dataclass(frozen=True)
+class Profile:
+    """Nodes with the same status, KVM set, kernel and CPU model."""
+
+    status: str
+    vls: VLSet | None
+    kernel: str | None
+    cpu_model: str | None
+    names: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class ReportView:
+    """Everything any output of a report shows, computed once (see :func:`build_view`)."""
+
+    nodes: tuple[NodeRecord, ...]
+    limiting: dict[str, list[str]]  # node name -> the kinds of limit that name it
+    completeness: Completeness
+    headline: Headline
+    settings: Settings
+    limits: tuple[Limit, ...]
+    matrix: Matrix
+    ladder: tuple[Rung, ...]  # every rung; people see LADDER_SHOWN
+    profiles: tuple[Profile, ...]
+    plan: DrainPlan | None
+    excluded: tuple[str, ...]
+    errors: tuple[NodeRecord, ...]  # the nodes not probed
+    exit_code: ExitCode
+
+    @property
+    def title(self) -> str:
+        return f"Cluster VL set: {self.headline.title}"
+
+    @property
+    def profiles_useful(self) -> bool:
+        """Profiles say something only when some nodes share one."""
+        return len(self.profiles) < len(self.nodes)
+
+    @property
+    def target_text(self) -> str | None:
+        """The ``--target-vl`` answer in words."""
+        plan = self.plan
+        if plan is None:
+            return None
+        if not plan.keep:
+            return f"No node offers VL {plan.vl}: no drain reaches it."
+        text = (
+            f"To reach VL {plan.vl}: keep {len(plan.keep)} nodes (set {plan.vls_after}) and "
+            f"drain or move {len(plan.drain)}"
+        )
+        if plan.drain:
+            text += f": {shorten(plan.drain, 12)}."
+        else:
+            text += " — none, it is reached already."
+        if plan.unknown:
+            text += f" Not counted, not probed: {shorten(plan.unknown)}."
+        return text
+
+    @property
+    def excluded_text(self) -> str | None:
+        if not self.excluded:
+            return None
+        return (
+            f"What-if: {plural(len(self.excluded), 'node')} left out of this report: "
+            f"{shorten(self.excluded, 8)}"
+        )
+
+
+def profiles(nodes: Sequence[NodeRecord]) -> tuple[Profile, ...]:
+    """Nodes grouped by identical status, KVM VL set, kernel and CPU model, largest first."""
+    groups: dict[tuple[str, int, str | None, str | None], list[str]] = {}
+    for node in nodes:
+        mask = -1 if node.vls is None else node.vls.mask
+        groups.setdefault((node.status, mask, node.kernel, node.cpu_model), []).append(node.name)
+    ordered = sorted(groups.items(), key=lambda item: -len(item[1]))
+    return tuple(
+        Profile(status, None if mask < 0 else VLSet(mask), kernel, cpu_model, tuple(names))
+        for (status, mask, kernel, cpu_model), names in ordered
+    )
+
+
+def vl_columns(nodes: Sequence[NodeRecord]) -> list[int]:
+    """The VLs worth a column in a node x VL matrix: every VL any node has."""
+    mask = 0
+    for node in nodes:
+        if node.vls is not None:
+            mask |= node.vls.mask
+    return VLSet(mask).vls()
+
+
+def _common(values: set[str | None], plural_word: str) -> str | None:
+    """The members' shared value, or e.g. ``"3 kernels"`` when they differ."""
+    if len(values) == 1:
+        return next(iter(values))
+    return f"{len(values - {None})} {plural_word}"
+
+
+def _matrix(
+    nodes: Sequence[NodeRecord], answer: ClusterAnswer, limiting: dict[str, list[str]]
+) -> Matrix:
+    columns = tuple(vl_columns(nodes))
+    in_cluster = frozenset(answer.vls.vls())
+    grouped = len(nodes) > GROUP_THRESHOLD
+    members: dict[tuple[Any, ...], list[NodeRecord]] = {}
+    for node in nodes:
+        mask = -1 if node.vls is None else node.vls.mask
+        kinds = tuple(limiting.get(node.name, ()))
+        key = (node.status, mask, kinds, node.error_kind) if grouped else (id(node),)
+        members.setdefault(key, []).append(node)
+    rows = []
+    for group in members.values():
+        first = group[0]
+        vls = first.vls
+        cells = tuple(
+            "err" if vls is None else "no" if vl not in vls else "in" if vl in in_cluster else "out"
+            for vl in columns
+        )
+        hardware = " · ".join(
+            value
+            for value in (
+                _common({node.cpu_model for node in group}, "CPU models"),
+                _common({node.kernel for node in group}, "kernels"),
+            )
+            if value is not None
+        )
+        rows.append(
+            MatrixRow(
+                names=tuple(node.name for node in group),
+                status=first.status,
+                vls=vls,
+                cells=cells,
+                limits=tuple(limiting.get(first.name, ())),
+                error_kind=first.error_kind,
+                error_message=first.error_message if len(group) == 1 else None,
+                hardware=hardware,
+            )
+        )
+    return Matrix(columns, in_cluster, grouped, tuple(rows), len(nodes))
+
+
+def build_view(report: Report) -> ReportView:
+    """The one view of a report that the table, Markdown, HTML and JSON renderers format.
+
+    >>> view = build_view(build_report([NodeRecord("a", "error", None, "timeout", "no answer")]))
+    >>> view.headline.title, view.completeness.state, view.settings.available
+    ('unknown', 'none', False)
+    """
     answer = report.answer
-    blamed = report.limiting()
+    nodes = report.nodes
+    limiting = report.limiting()
+    completeness = Completeness(len(nodes), answer.probed)
+    naive = answer.naive_intersection if answer.naive_differs else None
+    headline = Headline(
+        answer.vls, answer.probed > 0, naive, report.require_vl, report.requirement_met
+    )
+    return ReportView(
+        nodes=nodes,
+        limiting=limiting,
+        completeness=completeness,
+        headline=headline,
+        settings=Settings(answer.vls, answer.probed > 0, completeness.caveat),
+        limits=answer.limits,
+        matrix=_matrix(nodes, answer, limiting),
+        ladder=answer.ladder,
+        profiles=profiles(nodes),
+        plan=report.plan,
+        excluded=report.excluded,
+        errors=tuple(node for node in nodes if node.vls is None),
+        exit_code=report.exit_code(),
+    )
+
+
+def _vls_list(vls: VLSet | None) -> list[int] | None:
+    return None if vls is None else vls.vls()
+
+
+def report_json(view: ReportView) -> dict[str, Any]:
+    """The ``vlcalc.report/1`` document (see the README for every field)."""
+    settings = view.settings
+    completeness = view.completeness
+    blamed = view.limiting
+    headline = view.headline
+    no_limits: list[str] = []
+    vls_lists: dict[int, list[int]] = {}  # a few distinct sets: one list each, shared
+
+    def vls_of(node: NodeRecord) -> list[int] | None:
+        if node.vls is None:
+            return None
+        found = vls_lists.get(node.vls.mask)
+        if found is None:
+            found = vls_lists[node.vls.mask] = node.vls.vls()
+        return found
+
     return {
         "schema": REPORT_SCHEMA,
-        "complete": answer.complete,
+        "complete": completeness.complete,
+        "completeness": {
+            "state": completeness.state,
+            "total": completeness.total,
+            "probed": completeness.probed,
+            "unprobed": completeness.unprobed,
+            "caveat": completeness.caveat,
+        },
         "requirement": None
-        if report.require_vl is None
-        else {"vl": report.require_vl, "met": report.requirement_met},
+        if headline.require_vl is None
+        else {"vl": headline.require_vl, "met": headline.requirement_met},
         "nodes": [
             {
                 "name": node.name,
                 "status": node.status,
-                "vls": None if node.vls is None else node.vls.vls(),
+                "vls": vls_of(node),
                 "error": None
                 if node.error_kind is None
                 else {"kind": node.error_kind, "message": node.error_message},
                 "groups": list(node.groups),
                 "kernel": node.kernel,
                 "cpu_model": node.cpu_model,
-                "limits": blamed.get(node.name, []),
+                "limits": blamed.get(node.name, no_limits),
             }
-            for node in report.nodes
+            for node in view.nodes
         ],
         "cluster": {
-            "vls": answer.vls.vls(),
-            "max_vl": answer.vls.max_vl,
-            "kvm_words": answer.vls.hex_words(),
-            "qemu": answer.vls.qemu_cpu(),
-            "libvirt": answer.vls.libvirt_xml(),
-            "naive_intersection": answer.naive_intersection.vls(),
-            "naive_differs": answer.naive_differs,
-            "probed": answer.probed,
-            "unprobed": len(answer.unprobed),
+            "vls": settings.vls.vls(),
+            "max_vl": settings.vls.max_vl,
+            "kvm_words": settings.kvm_words,
+            "qemu": settings.qemu_cpu,
+            "libvirt": settings.libvirt,
+            "naive_intersection": (headline.naive_intersection or headline.vls).vls(),
+            "naive_differs": headline.naive_intersection is not None,
+            "probed": completeness.probed,
+            "unprobed": completeness.unprobed,
+            "known": headline.known,
+            "caveat": completeness.caveat,
         },
         "limits": [
             {
@@ -192,19 +632,29 @@ def report_json(report: Report) -> dict[str, Any]:
                 "binding": limit.binding,
                 **({"have": list(limit.have), "lack": list(limit.lack)} if limit.have else {}),
             }
-            for limit in answer.limits
+            for limit in view.limits
         ],
-        "profiles": profiles(report.nodes),
-        "excluded": list(report.excluded),
+        "profiles": [
+            {
+                "status": profile.status,
+                "vls": _vls_list(profile.vls),
+                "kernel": profile.kernel,
+                "cpu_model": profile.cpu_model,
+                "count": len(profile.names),
+                "nodes": list(profile.names),
+            }
+            for profile in view.profiles
+        ],
+        "excluded": list(view.excluded),
         "target": None
-        if report.plan is None
+        if view.plan is None
         else {
-            "vl": report.plan.vl,
-            "reachable": bool(report.plan.keep),
-            "keep": list(report.plan.keep),
-            "drain": list(report.plan.drain),
-            "unknown": list(report.plan.unknown),
-            "vls_after": report.plan.vls_after.vls(),
+            "vl": view.plan.vl,
+            "reachable": bool(view.plan.keep),
+            "keep": list(view.plan.keep),
+            "drain": list(view.plan.drain),
+            "unknown": list(view.plan.unknown),
+            "vls_after": view.plan.vls_after.vls(),
         },
         "ladder": [
             {
@@ -213,7 +663,7 @@ def report_json(report: Report) -> dict[str, Any]:
                 "count": len(rung.nodes),
                 "nodes": list(rung.nodes),
             }
-            for rung in answer.ladder
+            for rung in view.ladder
         ],
     }
 
@@ -273,8 +723,9 @@ def kernel_trial(node: NodeRecord, requested: VLSet) -> str | None:
 
 
 def build_check(nodes: Sequence[NodeRecord], requested: VLSet) -> CheckResult:
+    require_nodes(nodes, "check")  # zero nodes would approve any set
     verdicts = []
-    for node in nodes:
+    for node in clean_nodes(nodes):
         if node.vls is None:
             reason = f"not probed ({node.error_kind}): {node.error_message}"
             verdicts.append(NodeVerdict(node, "unknown", reason))
@@ -322,25 +773,23 @@ def check_json(result: CheckResult) -> dict[str, Any]:
     }
 
 
-def vl_columns(nodes: Sequence[NodeRecord]) -> list[int]:
-    """The VLs worth a column in a node x VL matrix: every VL any node has."""
-    mask = 0
-    for node in nodes:
-        if node.vls is not None:
-            mask |= node.vls.mask
-    return VLSet(mask).vls()
-
-
 # -- drift between two scans -----------------------------------------------------------------------
 @dataclass(frozen=True)
 class Drift:
-    """What changed between an old and a new view of a fleet (``vlcalc diff``)."""
+    """What changed between an old and a new view of a fleet (``vlcalc diff``).
+
+    ``common`` compares like with like: the cluster sets of the nodes probed in both views
+    (``common_nodes`` of them), which an unreachable node on either side cannot move.
+    """
 
     old: Report
     new: Report
     added: tuple[NodeRecord, ...]
     removed: tuple[NodeRecord, ...]
     changed: tuple[tuple[NodeRecord, NodeRecord], ...]
+    common_old: VLSet
+    common_new: VLSet
+    common_nodes: int
 
     @property
     def lost(self) -> VLSet:
@@ -348,27 +797,65 @@ class Drift:
         return VLSet(self.old.answer.vls.mask & ~self.new.answer.vls.mask)
 
     @property
+    def gained(self) -> VLSet:
+        return VLSet(self.new.answer.vls.mask & ~self.old.answer.vls.mask)
+
+    @property
     def shrank(self) -> bool:
         return bool(self.lost)
 
+    @property
+    def complete(self) -> bool:
+        return self.old.answer.complete and self.new.answer.complete
+
+    @property
+    def certain_loss(self) -> bool:
+        """A loss is certain when the old set was complete: nodes not probed now can only
+        shrink the new set further (a larger fleet's set is a prefix of a smaller one's)."""
+        return self.shrank and self.old.answer.complete
+
+    def completeness(self) -> tuple[Completeness, Completeness]:
+        return (
+            Completeness(len(self.old.nodes), self.old.answer.probed),
+            Completeness(len(self.new.nodes), self.new.answer.probed),
+        )
+
     def exit_code(self) -> ExitCode:
+        """1 for a certain loss; 4 when either side is incomplete (a set from incomplete data
+        may be too large, so neither "grew" nor "shrank" is known); else 1 if it shrank."""
+        if self.certain_loss:
+            return ExitCode.NOT_MET
+        if not self.complete:
+            return ExitCode.INCOMPLETE
         return ExitCode.NOT_MET if self.shrank else ExitCode.OK
 
 
 def build_diff(old: Sequence[NodeRecord], new: Sequence[NodeRecord]) -> Drift:
-    before = {node.name: node for node in old}
-    after = {node.name: node for node in new}
+    """Raises :class:`InputError` when either side has no node."""
+    old_report, new_report = build_report(old), build_report(new)
+    before = {node.name: node for node in old_report.nodes}
+    after = {node.name: node for node in new_report.nodes}
     changed = tuple(
         (before[name], node)
         for name, node in after.items()
         if name in before and (before[name].status, before[name].vls) != (node.status, node.vls)
     )
+    both = [
+        (before[name], node)
+        for name, node in after.items()
+        if name in before and node.vls is not None and before[name].vls is not None
+    ]
+    common_old = cluster([(o.name, o.vls) for o, _ in both]).vls if both else VLSet()
+    common_new = cluster([(n.name, n.vls) for _, n in both]).vls if both else VLSet()
     return Drift(
-        build_report(old),
-        build_report(new),
+        old_report,
+        new_report,
         tuple(node for name, node in after.items() if name not in before),
         tuple(node for name, node in before.items() if name not in after),
         changed,
+        common_old,
+        common_new,
+        len(both),
     )
 
 
@@ -377,15 +864,25 @@ def _vls_or_none(node: NodeRecord) -> list[int] | None:
 
 
 def diff_json(drift: Drift) -> dict[str, Any]:
+    old_state, new_state = drift.completeness()
     return {
         "schema": DIFF_SCHEMA,
+        "complete": drift.complete,
         "cluster": {
             "old": drift.old.answer.vls.vls(),
             "new": drift.new.answer.vls.vls(),
             "lost": drift.lost.vls(),
-            "gained": VLSet(drift.new.answer.vls.mask & ~drift.old.answer.vls.mask).vls(),
+            "gained": drift.gained.vls(),
             "shrank": drift.shrank,
-            "complete": {"old": drift.old.answer.complete, "new": drift.new.answer.complete},
+            "certain": drift.certain_loss or (drift.complete and not drift.shrank),
+            "complete": {"old": old_state.complete, "new": new_state.complete},
+            "caveat": {"old": old_state.caveat, "new": new_state.caveat},
+        },
+        "common": {
+            "nodes": drift.common_nodes,
+            "old": drift.common_old.vls(),
+            "new": drift.common_new.vls(),
+            "lost": VLSet(drift.common_old.mask & ~drift.common_new.mask).vls(),
         },
         "added": [
             {"name": n.name, "status": n.status, "vls": _vls_or_none(n)} for n in drift.added
