@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import subprocess
 import sys
@@ -13,8 +14,10 @@ from typer.testing import CliRunner
 
 from vlcalc.cli import app
 from vlcalc.documents import parse_document
+from vlcalc.render import make_console, md, print_report
+from vlcalc.report import build_report, build_view
 
-from fleet_fixtures import example_fleet, hardware_doc, mixed_fleet
+from fleet_fixtures import error_entry, example_fleet, hardware_doc, mixed_fleet, ok_entry, scan_doc
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = str(ROOT / "inventories" / "example-scan.json")
@@ -201,3 +204,141 @@ def test_scan_options_without_an_inventory_are_refused() -> None:
     result = run("check", "--vls", "128", EXAMPLE, "--limit", "a64fx-*")
     assert result.exit_code == 2
     assert "--limit: this option needs an inventory" in result.stderr
+
+
+# -- unknown never looks known -----------------------------------------------------------------
+def all_failed(tmp_path: Path) -> str:
+    entries = [error_entry(f"n{i}", "unreachable", "connection refused", ["rack1"]) for i in (1, 2)]
+    path = tmp_path / "failed.json"
+    path.write_text(json.dumps(scan_doc(entries)))
+    return str(path)
+
+
+@pytest.mark.parametrize("fmt", ["qemu", "libvirt", "kvm"])
+def test_no_settings_for_a_fleet_with_no_probed_node(fmt: str, tmp_path: Path) -> None:
+    result = run("report", all_failed(tmp_path), "-f", fmt)
+    assert (result.exit_code, result.stdout) == (4, "")
+    assert result.stderr == (
+        "vlcalc: error: no node was probed (0 of 2 nodes probed: the cluster set is unknown): "
+        "no settings to print\n"
+    )
+    grouped = run("report", all_failed(tmp_path), "-f", fmt, "--per-group")
+    assert grouped.exit_code == 4 and "sve" not in grouped.stdout
+    assert grouped.stderr.count("vlcalc: error: group ") == 2  # rack1 and all
+
+
+@pytest.mark.parametrize(
+    ("fmt", "note"),
+    [
+        ("qemu", "# vlcalc: INCOMPLETE: 1 of 6 nodes not probed; a node not probed may reject "),
+        ("kvm", "# vlcalc: INCOMPLETE: 1 of 6 nodes not probed; a node not probed may reject "),
+        ("libvirt", "<!-- vlcalc: INCOMPLETE: 1 of 6 nodes not probed; a node not probed may "),
+    ],
+)
+def test_settings_from_incomplete_data_are_labelled(fmt: str, note: str) -> None:
+    result = run("report", MIXED, "-f", fmt)
+    assert result.exit_code == 4
+    first, *rest = result.stdout.splitlines()
+    assert first.startswith(note) and "INCOMPLETE" not in "".join(rest)
+    assert result.stderr.startswith("vlcalc: warning: INCOMPLETE: 1 of 6 nodes not probed")
+    if fmt == "libvirt":
+        assert first.endswith(" -->") and "--" not in first[4:-3]
+
+
+def test_every_format_labels_an_incomplete_answer() -> None:
+    doc = json.loads(run("report", MIXED, "-f", "json").stdout)
+    assert doc["completeness"] == {
+        "state": "partial",
+        "total": 6,
+        "probed": 5,
+        "unprobed": 1,
+        "caveat": "INCOMPLETE: 1 of 6 nodes not probed; a node not probed may reject this set",
+    }
+    assert doc["cluster"]["caveat"] == doc["completeness"]["caveat"]
+    markdown = run("report", MIXED, "-f", "markdown").stdout
+    assert "5 of 6 nodes probed; 1 not probed: the set may be too large." in markdown
+    assert "> **INCOMPLETE: 1 of 6 nodes not probed" in markdown
+    table = run("report", MIXED).stdout
+    assert "INCOMPLETE: 1 of 6 nodes not probed" in table
+    complete = run("report", EXAMPLE, "-f", "json")
+    assert json.loads(complete.stdout)["completeness"]["caveat"] is None
+
+
+def test_a_fleet_with_no_probed_node_is_unknown_in_every_format(tmp_path: Path) -> None:
+    path = all_failed(tmp_path)
+    doc = json.loads(run("report", path, "-f", "json").stdout)
+    assert doc["completeness"]["state"] == "none" and doc["cluster"]["known"] is False
+    table = run("report", path)
+    assert table.exit_code == 4 and "Cluster VL set: unknown  (no node was probed)" in table.stdout
+    assert "SVE off" not in table.stdout and "-cpu" not in table.stdout
+    markdown = run("report", path, "-f", "markdown").stdout
+    assert "**Cluster VL set: unknown** (no node was probed)" in markdown
+    assert "-cpu" not in markdown
+    # Every Markdown table row has as many cells as its header, with no VL column at all.
+    rows = [line for line in markdown.splitlines() if line.startswith("|")]
+    assert rows[0] == "| Node | Status | Limits / error |"
+    assert {line.count(" | ") for line in rows} == {2}
+    assert run("check", "--vls", "128", path).exit_code == 4  # never approved
+
+
+# -- one sanitising path -----------------------------------------------------------------------
+HOSTILE = "ev\x1b[2Jil\u202e\u200bx\ny\u2028z"
+CLEAN = "ev?[2Jil??x?y?z"
+
+
+@pytest.fixture()
+def hostile(tmp_path: Path) -> str:
+    # The probe schema refuses C0/C1 controls in a kernel string, not bidi or zero-width ones.
+    doc = hardware_doc("h", "a64fx", kernel="6.1-\u202e\u200b")
+    entries = [
+        ok_entry(HOSTILE, doc, [f"g-{HOSTILE}"]),
+        error_entry(f"dead-{HOSTILE}", "timeout", f"no answer {HOSTILE}", [f"g-{HOSTILE}"]),
+    ]
+    (tmp_path / "h.json").write_text(json.dumps(scan_doc(entries)))
+    return str(tmp_path / "h.json")
+
+
+def assert_clean(text: str) -> None:
+    for raw in ("\x1b", "\u202e", "\u200b", "\u2028"):
+        assert raw not in text
+
+
+@pytest.mark.parametrize("fmt", ["table", "markdown", "html", "json", "qemu", "libvirt", "kvm"])
+def test_node_text_never_reaches_an_output_raw(fmt: str, hostile: str) -> None:
+    for args in (["report", hostile], ["report", hostile, "--per-group"]):
+        result = run(*args, "-f", fmt)
+        assert result.exit_code == 4
+        assert_clean(result.stdout + result.stderr)
+    if fmt in ("table", "json"):
+        assert CLEAN in run("report", hostile, "-f", fmt).stdout
+
+
+def test_table_of_hostile_names_in_a_fixed_width_console(hostile: str) -> None:
+    nodes = parse_document(json.loads(Path(hostile).read_text()), source="h")
+    out = io.StringIO()
+    print_report(build_view(build_report(nodes)), make_console(out, width=100))
+    lines = out.getvalue().splitlines()
+    assert max(map(len, lines)) <= 100
+    assert any(line.startswith(f"│ {CLEAN} ") for line in lines)
+    assert f"timeout: no answer {CLEAN}" in " ".join(lines)  # one row: the newline is gone
+    assert_clean(out.getvalue())
+
+
+def test_check_diff_and_group_headings_are_clean(hostile: str) -> None:
+    check = run("check", "--vls", "128", hostile, "-f", "markdown")
+    assert_clean(check.stdout) and CLEAN.replace("[", "\\[") in check.stdout
+    diff = run("diff", EXAMPLE, hostile)
+    assert_clean(diff.stdout) and f"- {CLEAN}: 128,256,512" in diff.stdout
+    grouped = run("report", hostile, "--per-group", "-f", "markdown").stdout
+    assert "# group g\\-" not in grouped and "# group g-ev?\\[2Jil??x?y?z" in grouped
+    settings = run("report", hostile, "--per-group", "-f", "qemu").stdout
+    assert settings.splitlines()[0] == f"# group g-{CLEAN}"
+
+
+def test_markdown_escaping_is_complete() -> None:
+    raw = 'a|b*c_d`e[f](g)<h>#i!j~k&l$m@n:o^p\\q{r}s+t"u'
+    escaped = md(raw)
+    assert escaped == (
+        'a\\|b\\*c\\_d\\`e\\[f\\]\\(g\\)\\<h\\>\\#i\\!j\\~k\\&l\\$m\\@n\\:o\\^p\\\\q\\{r\\}s\\+t\\"u'
+    )
+    assert md("a\nb\u200bc\x1bd") == "a?b?c?d"  # a newline cannot end a table row

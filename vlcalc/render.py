@@ -411,11 +411,15 @@ def report_markdown(view: ReportView) -> str:
             out += [f"> **{settings.caveat}**", ""]
         out += ["```", settings.qemu, settings.kvm, "```", "", "```xml", settings.libvirt, "```"]
     total = view.completeness.total
-    out += ["", "## Ladder", "", "| Max VL | VL set | Nodes |", "|---|---|---|"]
-    out += [
-        f"| {rung.vls.max_vl} | {rung.vls} | {len(rung.nodes)} of {total} |"
-        for rung in view.ladder[:LADDER_SHOWN]
-    ]
+    out += ["", "## Ladder", ""]
+    if not view.ladder:
+        out.append("No probed node offers SVE: there is no VL set to choose.")
+    else:
+        out += [_md_row(["Max VL", "VL set", "Nodes"]), _md_row(["---"] * 3)]
+        out += [
+            _md_row([str(rung.vls.max_vl), str(rung.vls), f"{len(rung.nodes)} of {total}"])
+            for rung in view.ladder[:LADDER_SHOWN]
+        ]
     if len(view.ladder) > LADDER_SHOWN:
         out += ["", f"… and {len(view.ladder) - LADDER_SHOWN} smaller sets (see the JSON report)."]
     return "\n".join(out) + "\n"
