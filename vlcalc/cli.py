@@ -86,13 +86,6 @@ def guarded(func: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
-def _no_gc() -> None:
-    """Reading documents builds millions of objects and no reference cycles: the cyclic garbage
-    collector would only rescan them again and again (half of `report`'s time on 100,000 nodes),
-    and this process ends as soon as it has printed."""
-    gc.disable()
-
-
 def _check_format(fmt: str, allowed: tuple[str, ...]) -> str:
     if fmt not in allowed:
         raise InputError(
@@ -232,7 +225,6 @@ def report(
     _check_format(fmt, FORMATS)
     _check_vl(require_vl, "--require-vl")
     _check_vl(target_vl, "--target-vl")
-    _no_gc()
     nodes = read_paths(paths)
     if adds:
         nodes += read_paths(adds)
@@ -348,7 +340,6 @@ def check(
         if given:
             raise InputError("this option needs an inventory (.yaml/.yml) to scan", source=given[0])
         scanned = None
-        _no_gc()
         nodes = read_paths(paths)
     result = build_check(nodes, requested)
     for item in result.verdicts:
@@ -408,10 +399,6 @@ def _scan(inventory_path: str, settings: ScanSettings, tries: tuple[str, ...] = 
         accept_new=settings.accept_new,
     )
     transport = RoutingTransport(ssh, LocalTransport())
-    # Start-up leaves ~50,000 long-lived objects (typer, pydantic, rich, paramiko) in the young
-    # generations, and the first full collection came during the scan: 28-37 ms of CPU with the
-    # GIL held (measured, 200 nodes).  Frozen, no collection ever walks them again.
-    gc.freeze()
     try:
         with scan_progress(len(hosts)) as advance:
             result = scan(
@@ -485,7 +472,6 @@ def diff(
     Example: vlcalc diff last-week.json today.json
     """
     _check_format(fmt, DIFF_FORMATS)
-    _no_gc()
     drift = build_diff(read_paths([old]), read_paths([new]))
     _write(render_diff(drift, fmt))
     raise typer.Exit(drift.exit_code())
@@ -531,8 +517,80 @@ def _try_arg(spec: str) -> str:
     return "" if parsed is None else ",".join(str(vl) for vl in parsed.vls())
 
 
-def main() -> None:
-    app(prog_name="vlcalc")
+def _usage_message(exc: typer.TyperException) -> str:
+    """typer's usage errors as one plain line, without its box or pydantic's wording.
+
+    >>> _usage_message(typer.BadParameter("Input should be a valid integer", param_hint="--forks"))
+    "--forks: Input should be a valid integer"
+    """
+    if isinstance(exc, typer.BadParameter) and exc.message:
+        names = getattr(exc.param, "opts", None) or []
+        where = exc.param_hint or (names[0] if names else None)
+        cause_errors = getattr(exc.__cause__, "errors", None)  # duck-typed: pydantic is typer's
+        errors = cause_errors() if callable(cause_errors) else None
+        if errors:  # pydantic's validation error behind typer's coercion
+            first = errors[0]
+            value, limits = first.get("input"), first.get("ctx") or {}
+            if _is_nan(value):  # NaN fails every comparison: say what it is
+                first = {**first, "type": "float_parsing"}
+            why = {
+                "int_parsing": f"{value!r} is not a whole number",
+                "float_parsing": f"{value!r} is not a number",
+                "greater_than_equal": f"{value!r} is below the minimum {limits.get('ge')}",
+                "less_than_equal": f"{value!r} is above the maximum {limits.get('le')}",
+            }.get(str(first.get("type")), str(first.get("msg", exc.message)))
+        else:
+            why = exc.message
+        text = f"{where}: {why}" if where else why
+    else:
+        text = exc.format_message() if hasattr(exc, "format_message") else str(exc)
+    return " ".join(text.split())
+
+
+def _is_nan(value: object) -> bool:
+    try:
+        number = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return False
+    return number != number
+
+
+def _set_gc_policy(args: Sequence[str]) -> None:
+    """The process's garbage-collection policy, by command; set here only, never by a command
+    (an in-process call would leave it behind for whoever calls next, e.g. a test session).
+
+    Reading documents builds millions of objects and no reference cycles: the cyclic collector
+    would only rescan them again and again (half of `report`'s time on 100,000 nodes), and the
+    process ends as soon as it has printed, so it is off.  A scan creates cycles (paramiko), so it
+    keeps the collector, but start-up leaves ~50,000 long-lived objects (typer, rich, paramiko) in
+    the young generations and the first full collection came mid-scan: 28-37 ms of CPU with the
+    GIL held (measured, 200 nodes).  Frozen, no collection walks them again.
+    """
+    words = [arg for arg in args if not arg.startswith("-")]
+    command = words[0] if words else ""
+    scans = command == "scan" or (command == "check" and any(map(_is_inventory, words[1:])))
+    if scans:
+        import vlcalc.transport.ssh  # noqa: F401  (its imports are the bulk of what to freeze)
+
+        gc.freeze()
+    elif command in ("report", "diff", "check"):
+        gc.disable()
+
+
+def main(argv: Optional[Sequence[str]] = None) -> None:
+    """The ``vlcalc`` entry point: every usage error is one ``vlcalc: error:`` line, exit 2."""
+    _set_gc_policy(sys.argv[1:] if argv is None else argv)
+    command = typer.main.get_command(app)
+    try:
+        code = command.main(args=argv, prog_name="vlcalc", standalone_mode=False)
+    except typer.Abort:
+        code = ExitCode.INTERRUPTED
+    except typer.TyperException as exc:
+        context = getattr(exc, "ctx", None)
+        where = context.command_path if context is not None else "vlcalc"
+        _err(f"{_usage_message(exc)} (see '{where} --help')")
+        code = ExitCode.INVALID_INPUT
+    sys.exit(int(code or 0))
 
 
 if __name__ == "__main__":
