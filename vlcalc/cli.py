@@ -325,13 +325,13 @@ def check(
             save,
         )
         tries = (",".join(map(str, requested.vls())),) if verify and requested else ()
-        scanned = _scan(paths[0], settings, tries)
+        scanned, saved = _scan(paths[0], settings, tries)
         nodes: Sequence[Any] = scanned.records
     else:
         scan_only = {
             "--verify": verify,
             "--limit": limit,
-            "--save": save,
+            "--save": save is not None,
             "--accept-new": accept_new,
             "--ssh-config": ssh_config,
             "--known-hosts": known_hosts,
@@ -339,7 +339,7 @@ def check(
         given = [name for name, value in scan_only.items() if value]
         if given:
             raise InputError("this option needs an inventory (.yaml/.yml) to scan", source=given[0])
-        scanned = None
+        scanned, saved = None, True
         nodes = read_paths(paths)
     result = build_check(nodes, requested)
     for item in result.verdicts:
@@ -350,7 +350,7 @@ def check(
         print_check(result, make_console())
     else:
         _write(text)
-    _finish(result.exit_code(), scanned)
+    _finish(result.exit_code(), scanned, saved)
 
 
 @dataclass(frozen=True)
@@ -370,10 +370,17 @@ def _is_inventory(path: str) -> bool:
     return Path(path).suffix.lower() in (".yaml", ".yml")
 
 
-def _scan(inventory_path: str, settings: ScanSettings, tries: tuple[str, ...] = ()) -> ScanResult:
-    """Load the inventory, probe every selected host, save if asked; progress on stderr."""
+def _scan(
+    inventory_path: str, settings: ScanSettings, tries: tuple[str, ...] = ()
+) -> tuple[ScanResult, bool]:
+    """Load the inventory, probe every selected host, save if asked; progress on stderr.
+    Returns the result and whether it was saved as asked (the ``--save`` path is checked before
+    any node is probed, and a failed save never discards the answer)."""
     from vlcalc.inventory import load_inventory, select
-    from vlcalc.scan import ScanOptions, save_atomically, scan, scan_json
+    from vlcalc.scan import ScanOptions, check_save_path, save_atomically, scan, scan_json
+
+    if settings.save is not None:
+        check_save_path(settings.save)
     from vlcalc.transport.base import Timeouts
     from vlcalc.transport.local import LocalTransport
     from vlcalc.transport.router import RoutingTransport
@@ -411,15 +418,22 @@ def _scan(inventory_path: str, settings: ScanSettings, tries: tuple[str, ...] = 
             )
     finally:
         transport.close()
-    if settings.save:
-        save_atomically(settings.save, scan_json(result))
     failed = sum(1 for entry in result.entries if entry.record.status == "error")
     if failed:
         _err(f"{failed} of {len(hosts)} nodes could not be probed (see the report)")
-    return result
+    saved = True
+    if settings.save is not None:
+        try:
+            save_atomically(settings.save, scan_json(result))
+        except InputError as exc:  # the answer is still printed: a finished scan is never lost
+            _err(f"{exc} (the scan is not saved; its answer follows)")
+            saved = False
+    return result, saved
 
 
-def _finish(code: int, scanned: Optional[ScanResult]) -> None:
+def _finish(code: int, scanned: Optional[ScanResult], saved: bool = True) -> None:
+    if not saved:
+        code = ExitCode.INVALID_INPUT
     if scanned is not None and scanned.interrupted:
         # Nodes still running are abandoned: flush what we have and leave now, without waiting
         # for their timeouts.
@@ -456,8 +470,8 @@ def scan(
     settings = ScanSettings(
         limit, forks, timeout, connect_timeout, retries, accept_new, ssh_config, known_hosts, save
     )
-    result = _scan(inventory, settings)
-    _finish(_emit_answer(result.records, fmt, require_vl, per_group), result)
+    result, saved = _scan(inventory, settings)
+    _finish(_emit_answer(result.records, fmt, require_vl, per_group), result, saved)
 
 
 @app.command()
