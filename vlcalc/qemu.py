@@ -113,7 +113,9 @@ def check_props(props: Mapping[str, str], model: str | None = None) -> None:
                 "Under KVM, -cpu host and max have no sve-max-vq (it is TCG only); name the "
                 "lengths with sveN=on|off.",
             )
-        if name.startswith("sve") and name not in SVE_PROPERTIES:
+        # No QEMU property has an empty name or spaces: "host, sve128=on" is refused.
+        bare = name.strip()
+        if not bare or bare != name or (name.startswith("sve") and name not in SVE_PROPERTIES):
             raise QemuError(
                 f"Property '{type_name}.{name}' not found",
                 f"QEMU's SVE lengths are sve128 ... sve{QEMU_MAX_VL} in steps of {VQ_BITS}.",
