@@ -236,7 +236,7 @@ def test_check_libvirt_cpu_is_read_as_the_properties_libvirt_passes() -> None:
     doc = json.loads(result.stdout)
     assert doc["requested"]["syntax"] == "libvirt"
     assert doc["requested"]["props"] == {"sve128": "on", "sve256": "on", "sve": "on"}
-    assert doc["requested"]["vls"] == [128, 256]
+    assert doc["requested"]["vls"] == [128, 256] and doc["requested"]["notes"] == []
     only_512 = xml.replace("sve128'/><feature policy='require' name='sve256", "sve512")
     loose = run("check", "--vls", only_512, EXAMPLE, "-f", "json")
     assert loose.exit_code == 1 and json.loads(loose.stdout)["migration_safe"] is False

@@ -369,6 +369,7 @@ def check_json(result: CheckResult) -> dict[str, Any]:
             "syntax": spec.syntax,
             "props": spec.props,
             "host_dependent": spec.host_dependent,
+            "notes": list(spec.notes),
             "vls": None if requested is None else requested.vls(),
             "kvm_words": None if requested is None else requested.hex_words(),
             **settings_or_none(requested),
