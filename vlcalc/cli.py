@@ -20,6 +20,7 @@ import typer
 from vlcalc import __version__
 from vlcalc.documents import check_unique, read_paths
 from vlcalc.errors import InputError, NodeError, SpecError, VlcalcError
+from vlcalc.qemu import parse_guest_spec
 from vlcalc.render import (
     CHECK_FORMATS,
     DIFF_FORMATS,
@@ -287,7 +288,8 @@ def check(
         typer.Option(
             "--vls",
             metavar="SPEC",
-            help="The guest's VL set: 128,256 | 0xb | sve128=on,sve256=on | a libvirt <cpu>.",
+            help="The guest's VL set (128,256 | 0xb) or how it was started: QEMU -cpu "
+            "properties (host,sve=on,sve128=on) or a libvirt <cpu>, resolved per node.",
         ),
     ],
     fmt: FormatOpt = "table",
@@ -305,13 +307,14 @@ def check(
     known_hosts: KnownHostsOpt = None,
     save: SaveOpt = None,
 ) -> None:
-    """Would every node accept a guest with this VL set?  Exactly KVM's rule; exit 1 if not.
+    """Would every node run this guest, with the same VL set?  QEMU's and KVM's rules; exit 1 if
+    some node rejects it or nodes would give it different sets.
 
     PATH is saved documents, or one inventory (.yaml/.yml) to scan first.
     Example: vlcalc check --vls 128,256 inventories/example-scan.json
     """
     _check_format(fmt, CHECK_FORMATS)
-    requested = parse_spec(vls, source="--vls")
+    spec = parse_guest_spec(vls, source="--vls")
     if len(paths) == 1 and _is_inventory(paths[0]):
         settings = ScanSettings(
             limit,
@@ -324,7 +327,8 @@ def check(
             known_hosts,
             save,
         )
-        tries = (",".join(map(str, requested.vls())),) if verify and requested else ()
+        trial = spec.trial_set()
+        tries = (",".join(map(str, trial.vls())),) if verify and trial else ()
         scanned, saved = _scan(paths[0], settings, tries)
         nodes: Sequence[Any] = scanned.records
     else:
@@ -341,7 +345,7 @@ def check(
             raise InputError("this option needs an inventory (.yaml/.yml) to scan", source=given[0])
         scanned, saved = None, True
         nodes = read_paths(paths)
-    result = build_check(nodes, requested)
+    result = build_check(nodes, spec)
     for item in result.verdicts:
         if item.disagrees:
             _err(f"{item.node.name}: {item.reason}")

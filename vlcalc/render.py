@@ -18,6 +18,7 @@ from rich.text import Text
 
 from vlcalc.documents import NodeRecord
 from vlcalc.model import printable
+from vlcalc.qemu import QEMU_MAX_VL, libvirt_xml, qemu_cpu
 from vlcalc.report import (
     CheckResult,
     Drift,
@@ -26,6 +27,7 @@ from vlcalc.report import (
     diff_json,
     profiles,
     report_json,
+    settings_or_none,
     vl_columns,
 )
 from vlcalc.vl import VLSet
@@ -115,10 +117,10 @@ def render_report(report: Report, fmt: str) -> str | None:
         from vlcalc.html import render_html
 
         return render_html(report_json(report))
-    if fmt == "qemu":
-        return f"-cpu {answer.vls.qemu_cpu()}\n"
+    if fmt == "qemu":  # QemuError (exit 2) above VL 2048: QEMU has no property for it
+        return f"-cpu {qemu_cpu(answer.vls)}\n"
     if fmt == "libvirt":
-        return answer.vls.libvirt_xml() + "\n"
+        return libvirt_xml(answer.vls) + "\n"
     if fmt == "kvm":
         return kvm_text(answer.vls)
     return None
@@ -207,16 +209,20 @@ def _limits(report: Report) -> Text | Group:
 
 
 def _settings(vls: VLSet) -> Text:
+    settings = settings_or_none(vls)
     text = Text()
     text.append("Settings that give a guest exactly this set on every node:\n", style="bold")
     text.append("  QEMU     ", style="bold")
-    text.append(f"-cpu {vls.qemu_cpu()}\n")
+    text.append(f"-cpu {settings['qemu']}\n" if settings["qemu"] else _NO_QEMU)
     text.append("  KVM      ", style="bold")
     text.append(kvm_text(vls))
     text.append("  libvirt\n", style="bold")
-    for line in vls.libvirt_xml().splitlines():
+    for line in (settings["libvirt"] or _NO_QEMU.strip()).splitlines():
         text.append(f"    {line}\n")
     return text
+
+
+_NO_QEMU = f"none: the set goes above VL {QEMU_MAX_VL}, which QEMU and libvirt cannot name\n"
 
 
 def _ladder(report: Report, most: int = 8) -> Table:
@@ -329,22 +335,51 @@ def render_diff(drift: Drift, fmt: str) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _check_title(result: CheckResult) -> str:
+    spec = result.spec
+    if spec.syntax == "vls":
+        return f"Can a guest with VL set {spec.fixed} run here?"
+    return f"Can a guest started with {spec.syntax} {printable(spec.text)!r} run here?"
+
+
+def check_advice(result: CheckResult) -> str:
+    """The line under a check: the settings to use, or why the spec is not migration-safe."""
+    divergence = result.divergence()
+    if divergence is not None:
+        pin = settings_or_none(result.pin)["qemu"]
+        return divergence + (f"; pin one set on every node with -cpu {pin}" if pin else "")
+    sets = result.guest_sets()
+    if not sets:
+        return "no node runs this guest"
+    qemu = settings_or_none(sets[0][0])["qemu"]
+    pinned = f"-cpu {qemu}" if qemu else _NO_QEMU.strip()
+    if result.spec.host_dependent:
+        return f"every node gives the same set today, but it depends on the host: pin it ({pinned})"
+    return f"use {pinned}"
+
+
 def print_check(result: CheckResult, console: Console) -> None:
-    table = Table(
-        title=f"Can a guest with VL set {result.requested} run here?", title_justify="left"
-    )
+    table = Table(title=_check_title(result), title_justify="left")
     table.add_column("Node", overflow="fold")
     table.add_column("Verdict")
+    qemu = result.spec.props is not None
+    if qemu:
+        table.add_column("Guest set")
     table.add_column("Reason", overflow="fold")
     styles = {"accept": "green", "reject": "bold red", "unknown": "yellow"}
     for item in result.verdicts:
+        guest = [Text("-" if item.guest is None else str(item.guest))] if qemu else []
         table.add_row(
-            Text(item.node.name), Text(item.verdict, style=styles[item.verdict]), Text(item.reason)
+            Text(item.node.name),
+            Text(item.verdict, style=styles[item.verdict]),
+            *guest,
+            Text(item.reason),
         )
     summary = Text(
         f"{result.count('accept')} accept, {result.count('reject')} reject, "
-        f"{result.count('unknown')} unknown; use -cpu {result.requested.qemu_cpu()}\n"
+        f"{result.count('unknown')} unknown; "
     )
+    summary.append(check_advice(result) + "\n", style="" if result.migration_safe else "bold red")
     console.print(Group(table, summary))
 
 
@@ -353,12 +388,17 @@ def render_check(result: CheckResult, fmt: str) -> str | None:
         return as_json(check_json(result))
     if fmt == "markdown":
         lines = [
-            f"# Migration check for VL set {result.requested}",
+            f"# Migration check: {md(_check_title(result))}",
             "",
-            "| Node | Verdict | Reason |",
-            "|---|---|---|",
+            "| Node | Verdict | Guest set | Reason |",
+            "|---|---|---|---|",
         ]
-        lines += [f"| {md(i.node.name)} | {i.verdict} | {md(i.reason)} |" for i in result.verdicts]
+        lines += [
+            f"| {md(i.node.name)} | {i.verdict} | {'-' if i.guest is None else i.guest} "
+            f"| {md(i.reason)} |"
+            for i in result.verdicts
+        ]
+        lines += ["", md(check_advice(result))]
         return "\n".join(lines) + "\n"
     return None
 
@@ -374,6 +414,7 @@ def md(text: str | None) -> str:
 
 def report_markdown(report: Report) -> str:
     answer = report.answer
+    settings = settings_or_none(answer.vls)
     columns = vl_columns(report.nodes)
     blamed = report.limiting()
     out = ["# vlcalc report", ""]
@@ -421,12 +462,12 @@ def report_markdown(report: Report) -> str:
         "## Settings",
         "",
         "```",
-        f"-cpu {answer.vls.qemu_cpu()}",
+        f"-cpu {settings['qemu']}" if settings["qemu"] else _NO_QEMU.strip(),
         kvm_text(answer.vls).rstrip(),
         "```",
         "",
         "```xml",
-        answer.vls.libvirt_xml(),
+        settings["libvirt"] or "",
         "```",
         "",
         "## Ladder",
