@@ -63,6 +63,8 @@ def test_report_bench_tiny() -> None:
             "300",
             "--runs",
             "1",
+            "--base-src",
+            str(ROOT),  # the base leg's code path, compared with itself
         ],
         capture_output=True,
         text=True,
@@ -70,4 +72,6 @@ def test_report_bench_tiny() -> None:
         check=False,
     )
     assert done.returncode == 0, done.stdout + done.stderr
-    assert "| table |" in done.stdout and "| json |" in done.stdout
+    for leg in ("vlcalc", "base"):
+        assert f"| {leg} | table |" in done.stdout and f"| {leg} | json |" in done.stdout
+    assert "| base | json |" in done.stdout and "| 1.00x |" in done.stdout

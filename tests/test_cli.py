@@ -17,7 +17,15 @@ from vlcalc.documents import parse_document
 from vlcalc.render import make_console, md, print_report
 from vlcalc.report import build_report, build_view
 
-from fleet_fixtures import error_entry, example_fleet, hardware_doc, mixed_fleet, ok_entry, scan_doc
+from fleet_fixtures import (
+    error_entry,
+    example_fleet,
+    hardware_doc,
+    mixed_fleet,
+    ok_entry,
+    probe_doc,
+    scan_doc,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = str(ROOT / "inventories" / "example-scan.json")
@@ -112,22 +120,137 @@ def test_require_vl_failure_wins_over_incomplete() -> None:
     assert run("report", MIXED, "--require-vl", "128").exit_code == 1
 
 
+# EXAMPLE: a64fx-01..04 offer 128,256,512; sve384-01..02 offer 128,256,384,512.
+A64FX = [f"a64fx-{i:02d}" for i in range(1, 5)]
+SVE384 = ["sve384-01", "sve384-02"]
+
+
 @pytest.mark.parametrize(
-    ("spec", "code", "verdicts"),
+    ("spec", "code", "verdicts", "guest"),
     [
-        ("128,256", 0, {"accept": 6}),
-        ("sve128=on,sve256=on,sve512=on", 1, {"accept": 4, "reject": 2}),
-        ("0xf", 1, {"accept": 2, "reject": 4}),
+        # a fixed set: the kernel's rule on every node
+        ("128,256", 0, {"accept": 6}, {"all": [128, 256]}),
+        ("0xf", 1, {"accept": 2, "reject": 4}, {"sve384-01": [128, 256, 384, 512]}),
+        # pinned QEMU properties: the same set everywhere, or QEMU refuses to start
+        (
+            "host,sve=on,sve128=on,sve256=on,sve384=off,sve512=on",
+            1,
+            {"accept": 4, "reject": 2},
+            {"a64fx-01": [128, 256, 512], "sve384-01": None},
+        ),
+        ("-cpu host,sve=on,sve128=on,sve256=on", 0, {"accept": 6}, {"all": [128, 256]}),
+        # host-dependent properties: QEMU fills in each host's own lengths
+        (
+            "sve128=on,sve256=on,sve512=on",  # 384 is auto-enabled on the sve384 nodes
+            1,
+            {"accept": 6},
+            {"a64fx-01": [128, 256, 512], "sve384-01": [128, 256, 384, 512]},
+        ),
+        (
+            "host",
+            1,
+            {"accept": 6},
+            {"a64fx-01": [128, 256, 512], "sve384-01": [128, 256, 384, 512]},
+        ),
+        (
+            "sve=on",
+            1,
+            {"accept": 6},
+            {"a64fx-02": [128, 256, 512], "sve384-02": [128, 256, 384, 512]},
+        ),
+        ("sve256=on", 0, {"accept": 6}, {"all": [128, 256]}),  # 128 auto-enabled everywhere
+        ("sve512=off", 1, {"accept": 6}, {"a64fx-01": [128, 256], "sve384-01": [128, 256, 384]}),
+        ("sve384=off", 1, {"accept": 6}, {"a64fx-01": [128, 256, 512], "sve384-01": [128, 256]}),
+        ("sve128=off", 1, {"reject": 6}, {"all": None}),  # no length left
+        ("sve=off", 0, {"accept": 6}, {"all": []}),
     ],
 )
-def test_check_on_the_example(spec: str, code: int, verdicts: dict[str, int]) -> None:
+def test_check_on_the_example(
+    spec: str, code: int, verdicts: dict[str, int], guest: dict[str, list[int] | None]
+) -> None:
     result = run("check", "--vls", spec, EXAMPLE, "-f", "json")
-    assert result.exit_code == code
+    assert result.exit_code == code, result.stdout + result.stderr
     doc = json.loads(result.stdout)
-    counts = {
-        k: doc[k.replace("accept", "accepted").replace("reject", "rejected")] for k in verdicts
-    }
+    counts = {k: doc[{"accept": "accepted", "reject": "rejected"}[k]] for k in verdicts}
     assert counts == verdicts
+    by_name = {n["name"]: n["guest_vls"] for n in doc["nodes"]}
+    for name, vls in guest.items():
+        for node in A64FX + SVE384 if name == "all" else [name]:
+            assert by_name[node] == vls, node
+    assert doc["migration_safe"] is (len(doc["guest_sets"]) <= 1)
+
+
+def test_check_host_dependent_spec_names_both_sides_and_the_fix() -> None:
+    result = run("check", "--vls", "host,sve=on", EXAMPLE, "-f", "json")
+    assert result.exit_code == 1
+    doc = json.loads(result.stdout)
+    assert doc["requested"]["host_dependent"] is True and doc["requested"]["vls"] is None
+    assert doc["requested"]["props"] == {"sve": "on"}
+    assert doc["migration_safe"] is False
+    assert doc["guest_sets"] == [
+        {"vls": [128, 256, 512], "nodes": A64FX},
+        {"vls": [128, 256, 384, 512], "nodes": SVE384},
+    ]
+    assert doc["divergence"] == (
+        "accepted, but the guest gets a different set on nodes a64fx-01, a64fx-02, a64fx-03, "
+        "a64fx-04 (128,256,512) vs nodes sve384-01, sve384-02 (128,256,384,512): "
+        "not migration-safe"
+    )
+    assert doc["pin"]["vls"] == [128, 256]
+    assert doc["pin"]["qemu"] == "host,sve=on,sve128=on,sve256=on"
+    table = run("check", "--vls", "host,sve=on", EXAMPLE)
+    assert table.exit_code == 1
+    flat = " ".join(table.stdout.split())
+    assert "not migration-safe" in flat and "pin one set on every node with -cpu host" in flat
+    md = run("check", "--vls", "sve=on", EXAMPLE, "-f", "markdown")
+    assert md.exit_code == 1 and "not migration-safe" in md.stdout
+
+
+def test_check_same_set_today_but_host_dependent_says_so() -> None:
+    result = run("check", "--vls", "sve256=on", EXAMPLE)
+    assert result.exit_code == 0
+    flat = " ".join(result.stdout.split())
+    assert "depends on the host" in flat and "-cpu host,sve=on,sve128=on,sve256=on" in flat
+
+
+def test_check_qemu_refusals_are_that_nodes_reject_with_qemus_reason() -> None:
+    result = run("check", "--vls", "host,sve=on,sve128=on", MIXED, "-f", "json")
+    by_name = {n["name"]: n for n in json.loads(result.stdout)["nodes"]}
+    assert result.exit_code == 1
+    assert by_name["altra-01"]["verdict"] == "reject"
+    assert (
+        "QEMU refuses to start here: 'sve' feature not supported by KVM on this host"
+        in (by_name["altra-01"]["reason"])
+    )
+    assert by_name["graviton4-01"]["guest_vls"] == [128]
+    assert by_name["grace-01"]["verdict"] == "unknown"
+    pinned = run("check", "--vls", "sve128=on,sve256=on,sve384=off,sve512=on", MIXED, "-f", "json")
+    reasons = {n["name"]: n["reason"] for n in json.loads(pinned.stdout)["nodes"]}
+    assert (
+        "cannot enable sve512: This CPU does not support the vector length 512-bits."
+        in (reasons["graviton3-01"])
+    )
+    assert (
+        "cannot disable sve384: The KVM host requires all supported vector lengths smaller "
+        in (reasons["lab-384-01"])
+    )
+    assert "cannot enable sve512: SVE not supported by KVM on this host" in reasons["altra-01"]
+
+
+def test_check_libvirt_cpu_is_read_as_the_properties_libvirt_passes() -> None:
+    xml = (
+        "<domain><cpu mode='host-passthrough'><feature policy='require' name='sve128'/>"
+        "<feature policy='require' name='sve256'/></cpu></domain>"
+    )
+    result = run("check", "--vls", xml, EXAMPLE, "-f", "json")
+    assert result.exit_code == 0
+    doc = json.loads(result.stdout)
+    assert doc["requested"]["syntax"] == "libvirt"
+    assert doc["requested"]["props"] == {"sve128": "on", "sve256": "on", "sve": "on"}
+    assert doc["requested"]["vls"] == [128, 256] and doc["requested"]["notes"] == []
+    only_512 = xml.replace("sve128'/><feature policy='require' name='sve256", "sve512")
+    loose = run("check", "--vls", only_512, EXAMPLE, "-f", "json")
+    assert loose.exit_code == 1 and json.loads(loose.stdout)["migration_safe"] is False
 
 
 def test_check_reasons_and_unknown_nodes() -> None:
@@ -152,6 +275,10 @@ def test_check_reasons_and_unknown_nodes() -> None:
         (["check", "--vls", "128,200", EXAMPLE], "--vls: 200 is not a vector length"),
         (["check", "--vls", "", EXAMPLE], "--vls: empty VL set"),
         (["check", "--vls", "128", EXAMPLE, "-f", "qemu"], "--format: unknown format 'qemu'"),
+        (["check", "--vls", "sve4096=on", EXAMPLE], "--vls: Property 'host-arm-cpu.sve4096' not"),
+        (["check", "--vls", "max,sve-max-vq=4", EXAMPLE], "--vls: Property 'max-arm-cpu.sve-max"),
+        (["check", "--vls", "host,sve", EXAMPLE], "--vls: Expected key=value format, found sve."),
+        (["check", "--vls", "sve128=maybe", EXAMPLE], "--vls: Parameter 'sve128' expects 'on'"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(args: list[str], message: str) -> None:
@@ -342,3 +469,20 @@ def test_markdown_escaping_is_complete() -> None:
         'a\\|b\\*c\\_d\\`e\\[f\\]\\(g\\)\\<h\\>\\#i\\!j\\~k\\&l\\$m\\@n\\:o\\^p\\\\q\\{r\\}s\\+t\\"u'
     )
     assert md("a\nb\u200bc\x1bd") == "a?b?c?d"  # a newline cannot end a table row
+
+
+def test_a_set_above_2048_has_no_qemu_or_libvirt_form(tmp_path: Path) -> None:
+    big = [128 * vq for vq in range(1, 18)]  # up to 2176: the KVM ABI allows it, QEMU does not
+    (tmp_path / "n.json").write_text(json.dumps(probe_doc("big-01", big)))
+    for fmt in ("qemu", "libvirt"):
+        result = run("report", str(tmp_path), "-f", fmt)
+        assert (result.exit_code, result.stdout) == (2, "")
+        assert result.stderr.startswith("vlcalc: error: VL 2176 is above QEMU's largest")
+        assert result.stderr.count("\n") == 1
+    kvm = run("report", str(tmp_path), "-f", "kvm")
+    assert kvm.exit_code == 0 and kvm.stdout.startswith("KVM_REG_ARM64_SVE_VLS = 0x1ffff ")
+    doc = json.loads(run("report", str(tmp_path), "-f", "json").stdout)
+    assert doc["cluster"]["qemu"] is None and doc["cluster"]["libvirt"] is None
+    table = run("report", str(tmp_path))
+    assert table.exit_code == 0 and "QEMU and libvirt cannot name" in " ".join(table.stdout.split())
+    assert "QEMU and libvirt cannot name" in run("report", str(tmp_path), "-f", "markdown").stdout

@@ -42,10 +42,11 @@ def test_words_and_vls_round_trip(vqs: set[int]) -> None:
     assert parse_spec(",".join(vls.hex_words())) == vls
 
 
-@given(st.sets(st.integers(min_value=1, max_value=16), min_size=1))
+@given(st.sets(st.integers(min_value=1, max_value=16)))
 def test_qemu_and_libvirt_renderings_parse_back(vqs: set[int]) -> None:
     vls = VLSet.from_vqs(vqs)
     assert parse_spec(vls.qemu_cpu()) == vls
+    assert parse_spec("-cpu " + vls.qemu_cpu()) == vls
     assert parse_spec(vls.libvirt_xml()) == vls
     assert parse_spec(str(vls)) == vls
 
@@ -60,16 +61,22 @@ def test_qemu_and_libvirt_renderings_parse_back(vqs: set[int]) -> None:
         ("0XF", [128, 256, 384, 512]),
         ("0xb,0,0,0,0,0,0,0".replace(",0", ",0x0"), [128, 256, 512]),
         ("0x0,0x1,0x0,0x0,0x0,0x0,0x0,0x0", [65 * 128]),
-        ("sve128=on,sve256=on", [128, 256]),
+        ("sve128=on,sve256=on", [128, 256]),  # every length up to the max named: pinned
         ("host,sve=on,sve128=on,sve256=on,sve512=off", [128, 256]),
-        ("max,sve-max-vq=4", [128, 256, 384, 512]),
+        ("max,sve128=on,sve256=off,sve384=off,sve512=on", [128, 512]),
         ("sve=off", []),
+        ("sve=off,sve128=off", []),
         ("none", []),
         ("host,sve=off", []),
         (
             "<cpu mode='host-passthrough'><feature policy='require' name='sve128'/>"
             "<feature policy='require' name='sve256'/><feature policy='disable' name='sve512'/>"
             "<feature policy='require' name='pmu'/></cpu>",
+            [128, 256],
+        ),
+        (
+            "<cpu mode='maximum'><feature policy='require' name='sve128'/>"
+            "<feature name='sve256'/><feature policy='optional' name='sve384'/></cpu>",
             [128, 256],
         ),
         ("<domain><cpu><feature policy='disable' name='sve'/></cpu></domain>", []),
@@ -90,14 +97,21 @@ def test_parse_spec_syntaxes(text: str, vls: list[int]) -> None:
         ("0xb,0x0", "1 word (word 0) or all 8 words"),
         ("0xzz", "not a hexadecimal bitmap word"),
         ("0x10000000000000000", "exceeds 64 bits"),
-        ("sve128=maybe", "is not an SVE property"),
-        ("sve100=on", "not a multiple of 128"),
-        ("sve128=on,sve128=off", "both on and off"),
-        ("sve=off,sve128=on", "sve=off together with sve128=on"),
-        ("sve-max-vq=17", "sve-max-vq takes 1..16"),
+        ("sve128=maybe", "Parameter 'sve128' expects 'on' or 'off'"),
+        ("sve128=ON", "Parameter 'sve128' expects 'on' or 'off'"),  # QEMU is case-sensitive
+        ("sve100=on", "Property 'host-arm-cpu.sve100' not found"),
+        ("sve4096=on", "Property 'host-arm-cpu.sve4096' not found"),
+        ("max,sve-max-vq=4", "Property 'max-arm-cpu.sve-max-vq' not found"),
+        ("host,sve128", "Expected key=value format, found sve128."),
+        ("cortex-a57,sve=on", "only -cpu host (or max, the same CPU)"),
+        ("host", "gives each host its own set"),
+        ("sve=on", "gives each host its own set"),
+        ("sve256=on", "gives each host its own set"),
+        ("sve128=off", "gives each host its own set"),
         ("<cpu><feature", "does not parse"),
         ("<domain/>", "no <cpu> element"),
-        ("<cpu><feature policy='require' name='pmu'/></cpu>", "requires no sveN feature"),
+        ("<cpu><feature policy='require' name='pmu'/></cpu>", "gives each host its own set"),
+        ("<cpu mode='custom'><model>a64fx</model></cpu>", "host-passthrough or maximum"),
         ("<cpu><feature policy='sometimes' name='sve128'/></cpu>", "unknown policy"),
         ('<!DOCTYPE x [<!ENTITY a "b">]><cpu/>', "DOCTYPE or ENTITY"),
     ],
@@ -121,6 +135,9 @@ def test_renderings() -> None:
     assert VLSet().qemu_cpu() == "host,sve=off"
     assert "<feature policy='require' name='sve256'/>" in vls.libvirt_xml()
     assert "name='sve'" in VLSet().libvirt_xml()
+    gap = VLSet.from_vls([128, 256, 512])
+    assert gap.qemu_cpu() == "host,sve=on,sve128=on,sve256=on,sve384=off,sve512=on"
+    assert "<feature policy='disable' name='sve384'/>" in gap.libvirt_xml()
     assert vls.hex_words() == ["0x3"] + ["0x0"] * 7
     assert str(VLSet()) == "none"
     assert 256 in vls and 384 not in vls and 100 not in vls

@@ -20,6 +20,7 @@ import typer
 from vlcalc import __version__
 from vlcalc.documents import check_unique, read_paths
 from vlcalc.errors import InputError, NodeError, SpecError, VlcalcError
+from vlcalc.qemu import parse_guest_spec
 from vlcalc.render import (
     CHECK_FORMATS,
     DIFF_FORMATS,
@@ -88,13 +89,6 @@ def guarded(func: F) -> F:
             raise typer.Exit(ExitCode.INTERRUPTED) from None
 
     return wrapper  # type: ignore[return-value]
-
-
-def _no_gc() -> None:
-    """Reading documents builds millions of objects and no reference cycles: the cyclic garbage
-    collector would only rescan them again and again (half of `report`'s time on 100,000 nodes),
-    and this process ends as soon as it has printed."""
-    gc.disable()
 
 
 def _check_format(fmt: str, allowed: tuple[str, ...]) -> str:
@@ -236,7 +230,6 @@ def report(
     _check_format(fmt, FORMATS)
     _check_vl(require_vl, "--require-vl")
     _check_vl(target_vl, "--target-vl")
-    _no_gc()
     nodes = read_paths(paths)
     if adds:
         nodes += read_paths(adds)
@@ -313,7 +306,8 @@ def check(
         typer.Option(
             "--vls",
             metavar="SPEC",
-            help="The guest's VL set: 128,256 | 0xb | sve128=on,sve256=on | a libvirt <cpu>.",
+            help="The guest's VL set (128,256 | 0xb) or how it was started: QEMU -cpu "
+            "properties (host,sve=on,sve128=on) or a libvirt <cpu>, resolved per node.",
         ),
     ],
     fmt: FormatOpt = "table",
@@ -331,13 +325,14 @@ def check(
     known_hosts: KnownHostsOpt = None,
     save: SaveOpt = None,
 ) -> None:
-    """Would every node accept a guest with this VL set?  Exactly KVM's rule; exit 1 if not.
+    """Would every node run this guest, with the same VL set?  QEMU's and KVM's rules; exit 1 if
+    some node rejects it or nodes would give it different sets.
 
     PATH is saved documents, or one inventory (.yaml/.yml) to scan first.
     Example: vlcalc check --vls 128,256 inventories/example-scan.json
     """
     _check_format(fmt, CHECK_FORMATS)
-    requested = parse_spec(vls, source="--vls")
+    spec = parse_guest_spec(vls, source="--vls")
     if len(paths) == 1 and _is_inventory(paths[0]):
         settings = ScanSettings(
             limit,
@@ -350,14 +345,15 @@ def check(
             known_hosts,
             save,
         )
-        tries = (",".join(map(str, requested.vls())),) if verify and requested else ()
-        scanned = _scan(paths[0], settings, tries)
+        trial = spec.trial_set()
+        tries = (",".join(map(str, trial.vls())),) if verify and trial else ()
+        scanned, saved = _scan(paths[0], settings, tries)
         nodes: Sequence[Any] = scanned.records
     else:
         scan_only = {
             "--verify": verify,
             "--limit": limit,
-            "--save": save,
+            "--save": save is not None,
             "--accept-new": accept_new,
             "--ssh-config": ssh_config,
             "--known-hosts": known_hosts,
@@ -365,10 +361,9 @@ def check(
         given = [name for name, value in scan_only.items() if value]
         if given:
             raise InputError("this option needs an inventory (.yaml/.yml) to scan", source=given[0])
-        scanned = None
-        _no_gc()
+        scanned, saved = None, True
         nodes = read_paths(paths)
-    result = build_check(nodes, requested)
+    result = build_check(nodes, spec)
     for item in result.verdicts:
         if item.disagrees:
             _err(f"{item.node.name}: {item.reason}")
@@ -377,7 +372,7 @@ def check(
         print_check(result, make_console())
     else:
         _write(text)
-    _finish(result.exit_code(), scanned)
+    _finish(result.exit_code(), scanned, saved)
 
 
 @dataclass(frozen=True)
@@ -397,10 +392,17 @@ def _is_inventory(path: str) -> bool:
     return Path(path).suffix.lower() in (".yaml", ".yml")
 
 
-def _scan(inventory_path: str, settings: ScanSettings, tries: tuple[str, ...] = ()) -> ScanResult:
-    """Load the inventory, probe every selected host, save if asked; progress on stderr."""
+def _scan(
+    inventory_path: str, settings: ScanSettings, tries: tuple[str, ...] = ()
+) -> tuple[ScanResult, bool]:
+    """Load the inventory, probe every selected host, save if asked; progress on stderr.
+    Returns the result and whether it was saved as asked (the ``--save`` path is checked before
+    any node is probed, and a failed save never discards the answer)."""
     from vlcalc.inventory import load_inventory, select
-    from vlcalc.scan import ScanOptions, save_atomically, scan, scan_json
+    from vlcalc.scan import ScanOptions, check_save_path, save_atomically, scan, scan_json
+
+    if settings.save is not None:
+        check_save_path(settings.save)
     from vlcalc.transport.base import Timeouts
     from vlcalc.transport.local import LocalTransport
     from vlcalc.transport.router import RoutingTransport
@@ -426,10 +428,6 @@ def _scan(inventory_path: str, settings: ScanSettings, tries: tuple[str, ...] = 
         accept_new=settings.accept_new,
     )
     transport = RoutingTransport(ssh, LocalTransport())
-    # Start-up leaves ~50,000 long-lived objects (typer, pydantic, rich, paramiko) in the young
-    # generations, and the first full collection came during the scan: 28-37 ms of CPU with the
-    # GIL held (measured, 200 nodes).  Frozen, no collection ever walks them again.
-    gc.freeze()
     try:
         with scan_progress(len(hosts)) as advance:
             result = scan(
@@ -442,15 +440,22 @@ def _scan(inventory_path: str, settings: ScanSettings, tries: tuple[str, ...] = 
             )
     finally:
         transport.close()
-    if settings.save:
-        save_atomically(settings.save, scan_json(result))
     failed = sum(1 for entry in result.entries if entry.record.status == "error")
     if failed:
         _err(f"{failed} of {len(hosts)} nodes could not be probed (see the report)")
-    return result
+    saved = True
+    if settings.save is not None:
+        try:
+            save_atomically(settings.save, scan_json(result))
+        except InputError as exc:  # the answer is still printed: a finished scan is never lost
+            _err(f"{exc} (the scan is not saved; its answer follows)")
+            saved = False
+    return result, saved
 
 
-def _finish(code: int, scanned: Optional[ScanResult]) -> None:
+def _finish(code: int, scanned: Optional[ScanResult], saved: bool = True) -> None:
+    if not saved:
+        code = ExitCode.INVALID_INPUT
     if scanned is not None and scanned.interrupted:
         # Nodes still running are abandoned: flush what we have and leave now, without waiting
         # for their timeouts.
@@ -487,8 +492,8 @@ def scan(
     settings = ScanSettings(
         limit, forks, timeout, connect_timeout, retries, accept_new, ssh_config, known_hosts, save
     )
-    result = _scan(inventory, settings)
-    _finish(_emit_answer(result.records, fmt, require_vl, per_group), result)
+    result, saved = _scan(inventory, settings)
+    _finish(_emit_answer(result.records, fmt, require_vl, per_group), result, saved)
 
 
 @app.command()
@@ -503,7 +508,6 @@ def diff(
     Example: vlcalc diff last-week.json today.json
     """
     _check_format(fmt, DIFF_FORMATS)
-    _no_gc()
     drift = build_diff(read_paths([old]), read_paths([new]))
     _write(render_diff(drift, fmt))
     raise typer.Exit(drift.exit_code())
@@ -549,8 +553,80 @@ def _try_arg(spec: str) -> str:
     return "" if parsed is None else ",".join(str(vl) for vl in parsed.vls())
 
 
-def main() -> None:
-    app(prog_name="vlcalc")
+def _usage_message(exc: typer.TyperException) -> str:
+    """typer's usage errors as one plain line, without its box or pydantic's wording.
+
+    >>> _usage_message(typer.BadParameter("Input should be a valid integer", param_hint="--forks"))
+    "--forks: Input should be a valid integer"
+    """
+    if isinstance(exc, typer.BadParameter) and exc.message:
+        names = getattr(exc.param, "opts", None) or []
+        where = exc.param_hint or (names[0] if names else None)
+        cause_errors = getattr(exc.__cause__, "errors", None)  # duck-typed: pydantic is typer's
+        errors = cause_errors() if callable(cause_errors) else None
+        if errors:  # pydantic's validation error behind typer's coercion
+            first = errors[0]
+            value, limits = first.get("input"), first.get("ctx") or {}
+            if _is_nan(value):  # NaN fails every comparison: say what it is
+                first = {**first, "type": "float_parsing"}
+            why = {
+                "int_parsing": f"{value!r} is not a whole number",
+                "float_parsing": f"{value!r} is not a number",
+                "greater_than_equal": f"{value!r} is below the minimum {limits.get('ge')}",
+                "less_than_equal": f"{value!r} is above the maximum {limits.get('le')}",
+            }.get(str(first.get("type")), str(first.get("msg", exc.message)))
+        else:
+            why = exc.message
+        text = f"{where}: {why}" if where else why
+    else:
+        text = exc.format_message() if hasattr(exc, "format_message") else str(exc)
+    return " ".join(text.split())
+
+
+def _is_nan(value: object) -> bool:
+    try:
+        number = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return False
+    return number != number
+
+
+def _set_gc_policy(args: Sequence[str]) -> None:
+    """The process's garbage-collection policy, by command; set here only, never by a command
+    (an in-process call would leave it behind for whoever calls next, e.g. a test session).
+
+    Reading documents builds millions of objects and no reference cycles: the cyclic collector
+    would only rescan them again and again (half of `report`'s time on 100,000 nodes), and the
+    process ends as soon as it has printed, so it is off.  A scan creates cycles (paramiko), so it
+    keeps the collector, but start-up leaves ~50,000 long-lived objects (typer, rich, paramiko) in
+    the young generations and the first full collection came mid-scan: 28-37 ms of CPU with the
+    GIL held (measured, 200 nodes).  Frozen, no collection walks them again.
+    """
+    words = [arg for arg in args if not arg.startswith("-")]
+    command = words[0] if words else ""
+    scans = command == "scan" or (command == "check" and any(map(_is_inventory, words[1:])))
+    if scans:
+        import vlcalc.transport.ssh  # noqa: F401  (its imports are the bulk of what to freeze)
+
+        gc.freeze()
+    elif command in ("report", "diff", "check"):
+        gc.disable()
+
+
+def main(argv: Optional[Sequence[str]] = None) -> None:
+    """The ``vlcalc`` entry point: every usage error is one ``vlcalc: error:`` line, exit 2."""
+    _set_gc_policy(sys.argv[1:] if argv is None else argv)
+    command = typer.main.get_command(app)
+    try:
+        code = command.main(args=argv, prog_name="vlcalc", standalone_mode=False)
+    except typer.Abort:
+        code = ExitCode.INTERRUPTED
+    except typer.TyperException as exc:
+        context = getattr(exc, "ctx", None)
+        where = context.command_path if context is not None else "vlcalc"
+        _err(f"{_usage_message(exc)} (see '{where} --help')")
+        code = ExitCode.INVALID_INPUT
+    sys.exit(int(code or 0))
 
 
 if __name__ == "__main__":

@@ -23,6 +23,7 @@ import html
 from collections.abc import Sequence
 
 from vlcalc.model import printable
+from vlcalc.qemu import QEMU_MAX_VL
 from vlcalc.report import (
     ERRORS_SHOWN,
     LADDER_SHOWN,
@@ -354,6 +355,9 @@ def _errors(view: ReportView, p: str) -> str:
     )
 
 
+_NO_QEMU = f"none: the set goes above VL {QEMU_MAX_VL}, which QEMU and libvirt cannot name"
+
+
 def _settings(view: ReportView, p: str) -> str:
     settings = view.settings
     title = "<h2>Settings that give a guest exactly this set on every node</h2>"
@@ -369,8 +373,9 @@ def _settings(view: ReportView, p: str) -> str:
     )
     return (
         f'<section id="{p}settings">{title}{caveat}'
-        f'<h3>QEMU</h3><pre id="{p}qemu">{_text(settings.qemu)}</pre>'
-        f'<h3>libvirt</h3><pre id="{p}libvirt">{html.escape(settings.libvirt, quote=True)}</pre>'
+        f'<h3>QEMU</h3><pre id="{p}qemu">{_text(settings.qemu or _NO_QEMU)}</pre>'
+        # vlcalc's own XML, lines and all: escaped, not made printable.
+        f'<h3>libvirt</h3><pre id="{p}libvirt">{html.escape(settings.libvirt or _NO_QEMU)}</pre>'
         f'<h3>KVM</h3><pre id="{p}kvm">{_text(settings.kvm)}</pre></section>'
     )
 

@@ -18,6 +18,7 @@ from rich.table import Table
 from rich.text import Text
 
 from vlcalc.model import printable
+from vlcalc.qemu import QEMU_MAX_VL, libvirt_xml, qemu_cpu
 from vlcalc.report import (
     LADDER_SHOWN,
     PROFILES_SHOWN,
@@ -28,6 +29,7 @@ from vlcalc.report import (
     check_json,
     diff_json,
     report_json,
+    settings_or_none,
     shorten,
 )
 from vlcalc.vl import VLSet
@@ -112,11 +114,13 @@ def settings_text(view: ReportView, fmt: str) -> str | None:
     if not settings.available:
         return None
     caveat = settings.caveat
-    if fmt == "libvirt":
+    if fmt == "libvirt":  # QemuError (exit 2) above VL 2048: libvirt has no feature for it
         note = "" if caveat is None else f"<!-- {xml_comment('vlcalc: ' + caveat)} -->\n"
-        return note + settings.libvirt + "\n"
+        return note + libvirt_xml(settings.vls) + "\n"
     note = "" if caveat is None else f"# vlcalc: {caveat}\n"
-    return note + (settings.qemu if fmt == "qemu" else settings.kvm) + "\n"
+    if fmt == "qemu":  # QemuError (exit 2) above VL 2048: QEMU has no property for it
+        return note + f"-cpu {qemu_cpu(settings.vls)}\n"
+    return note + settings.kvm + "\n"
 
 
 def xml_comment(text: str) -> str:
@@ -207,13 +211,16 @@ def _settings(view: ReportView) -> Text:
     if settings.caveat is not None:
         text.append(f"  {settings.caveat}\n", style="bold red")
     text.append("  QEMU     ", style="bold")
-    text.append(settings.qemu + "\n")
+    text.append(_NO_QEMU if settings.qemu is None else settings.qemu + "\n")
     text.append("  KVM      ", style="bold")
     text.append(settings.kvm + "\n")
     text.append("  libvirt\n", style="bold")
-    for line in settings.libvirt.splitlines():
+    for line in (settings.libvirt or _NO_QEMU.strip()).splitlines():
         text.append(f"    {line}\n")
     return text
+
+
+_NO_QEMU = f"none: the set goes above VL {QEMU_MAX_VL}, which QEMU and libvirt cannot name\n"
 
 
 def _ladder(view: ReportView) -> Table:
@@ -322,22 +329,51 @@ def render_diff(drift: Drift, fmt: str) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _check_title(result: CheckResult) -> str:
+    spec = result.spec
+    if spec.syntax == "vls":
+        return f"Can a guest with VL set {spec.fixed} run here?"
+    return f"Can a guest started with {spec.syntax} {printable(spec.text)!r} run here?"
+
+
+def check_advice(result: CheckResult) -> str:
+    """The line under a check: the settings to use, or why the spec is not migration-safe."""
+    divergence = result.divergence()
+    if divergence is not None:
+        pin = settings_or_none(result.pin)["qemu"]
+        return divergence + (f"; pin one set on every node with -cpu {pin}" if pin else "")
+    sets = result.guest_sets()
+    if not sets:
+        return "no node runs this guest"
+    qemu = settings_or_none(sets[0][0])["qemu"]
+    pinned = f"-cpu {qemu}" if qemu else _NO_QEMU.strip()
+    if result.spec.host_dependent:
+        return f"every node gives the same set today, but it depends on the host: pin it ({pinned})"
+    return f"use {pinned}"
+
+
 def print_check(result: CheckResult, console: Console) -> None:
-    table = Table(
-        title=f"Can a guest with VL set {result.requested} run here?", title_justify="left"
-    )
+    table = Table(title=_check_title(result), title_justify="left")
     table.add_column("Node", overflow="fold")
     table.add_column("Verdict")
+    qemu = result.spec.props is not None
+    if qemu:
+        table.add_column("Guest set")
     table.add_column("Reason", overflow="fold")
     styles = {"accept": "green", "reject": "bold red", "unknown": "yellow"}
     for item in result.verdicts:
+        guest = [Text("-" if item.guest is None else str(item.guest))] if qemu else []
         table.add_row(
-            Text(item.node.name), Text(item.verdict, style=styles[item.verdict]), Text(item.reason)
+            Text(item.node.name),
+            Text(item.verdict, style=styles[item.verdict]),
+            *guest,
+            Text(item.reason),
         )
     summary = Text(
         f"{result.count('accept')} accept, {result.count('reject')} reject, "
-        f"{result.count('unknown')} unknown; use -cpu {result.requested.qemu_cpu()}\n"
+        f"{result.count('unknown')} unknown; "
     )
+    summary.append(check_advice(result) + "\n", style="" if result.migration_safe else "bold red")
     console.print(Group(table, summary))
 
 
@@ -346,12 +382,17 @@ def render_check(result: CheckResult, fmt: str) -> str | None:
         return as_json(check_json(result))
     if fmt == "markdown":
         lines = [
-            f"# Migration check for VL set {result.requested}",
+            f"# Migration check: {md(_check_title(result))}",
             "",
-            "| Node | Verdict | Reason |",
-            "|---|---|---|",
+            "| Node | Verdict | Guest set | Reason |",
+            "|---|---|---|---|",
         ]
-        lines += [f"| {md(i.node.name)} | {i.verdict} | {md(i.reason)} |" for i in result.verdicts]
+        lines += [
+            f"| {md(i.node.name)} | {i.verdict} | {'-' if i.guest is None else i.guest} "
+            f"| {md(i.reason)} |"
+            for i in result.verdicts
+        ]
+        lines += ["", md(check_advice(result))]
         return "\n".join(lines) + "\n"
     return None
 
@@ -409,7 +450,8 @@ def report_markdown(view: ReportView) -> str:
     else:
         if settings.caveat is not None:
             out += [f"> **{settings.caveat}**", ""]
-        out += ["```", settings.qemu, settings.kvm, "```", "", "```xml", settings.libvirt, "```"]
+        qemu = _NO_QEMU.strip() if settings.qemu is None else settings.qemu
+        out += ["```", qemu, settings.kvm, "```", "", "```xml", settings.libvirt or "", "```"]
     total = view.completeness.total
     out += ["", "## Ladder", ""]
     if not view.ladder:

@@ -34,6 +34,7 @@ from vlcalc.compat import (
 from vlcalc.documents import NodeRecord
 from vlcalc.errors import InputError
 from vlcalc.model import CHECK_SCHEMA, DIFF_SCHEMA, GROUPS_SCHEMA, REPORT_SCHEMA, printable
+from vlcalc.qemu import ARM_MAX_VQ, GuestSpec, QemuError, libvirt_xml, qemu_cpu
 from vlcalc.vl import VLSet
 
 __all__ = [
@@ -321,31 +322,31 @@ class Headline:
 class Settings:
     """What gives a guest exactly the cluster set on every node, in each tool's syntax.
     ``available`` is false when no node was probed: then nothing may be printed.  ``caveat`` is
-    set when the set comes from incomplete data."""
+    set when the set comes from incomplete data.  ``qemu_cpu`` and ``libvirt`` are ``None`` when
+    QEMU cannot name the set (above VL 2048) or nothing may be printed."""
 
     vls: VLSet
     available: bool
     caveat: str | None
+    qemu_cpu: str | None
+    libvirt: str | None
 
     @property
-    def qemu_cpu(self) -> str:
-        return self.vls.qemu_cpu()
+    def qemu(self) -> str | None:
+        return None if self.qemu_cpu is None else f"-cpu {self.qemu_cpu}"
 
     @property
-    def qemu(self) -> str:
-        return f"-cpu {self.qemu_cpu}"
-
-    @property
-    def kvm_words(self) -> list[str]:
-        return self.vls.hex_words()
+    def kvm_words(self) -> list[str] | None:
+        return self.vls.hex_words() if self.available else None
 
     @property
     def kvm(self) -> str:
-        return "KVM_REG_ARM64_SVE_VLS = " + " ".join(self.kvm_words)
+        return "KVM_REG_ARM64_SVE_VLS = " + " ".join(self.vls.hex_words())
 
-    @property
-    def libvirt(self) -> str:
-        return self.vls.libvirt_xml()
+
+def settings_for(vls: VLSet, available: bool, caveat: str | None) -> Settings:
+    pinned = settings_or_none(vls if available else None)
+    return Settings(vls, available, caveat, pinned["qemu"], pinned["libvirt"])
 
 
 @dataclass(frozen=True)
@@ -601,7 +602,7 @@ def build_view(report: Report) -> ReportView:
         limiting=limiting,
         completeness=completeness,
         headline=headline,
-        settings=Settings(answer.vls, answer.probed > 0, completeness.caveat),
+        settings=settings_for(answer.vls, answer.probed > 0, completeness.caveat),
         limits=answer.limits,
         matrix=_matrix(nodes, answer, limiting, classes),
         ladder=answer.ladder,
@@ -725,8 +726,11 @@ def report_json(view: ReportView) -> dict[str, Any]:
 class NodeVerdict:
     """``verdict`` is ``accept``, ``reject`` or ``unknown`` (node not probed).
 
-    ``kernel`` is the node's own kernel verdict from an acceptance trial (``check --verify``), or
-    ``None`` without one; when it disagrees with vlcalc's model, the kernel's verdict is used.
+    ``guest`` is the set a guest started with the spec gets on this node (for QEMU properties,
+    QEMU's resolution against this node's set), ``None`` when QEMU refuses to start here or the
+    node is unknown.  ``kernel`` is the node's own kernel verdict from an acceptance trial
+    (``check --verify``), or ``None`` without one; when it disagrees with vlcalc's model, the
+    kernel's verdict is used.
     """
 
     node: NodeRecord
@@ -734,6 +738,7 @@ class NodeVerdict:
     reason: str
     kernel: str | None = None
     model: str | None = None
+    guest: VLSet | None = None
 
     @property
     def disagrees(self) -> bool:
@@ -742,19 +747,56 @@ class NodeVerdict:
 
 @dataclass(frozen=True)
 class CheckResult:
-    requested: VLSet
+    """Every node's verdict on a guest spec.  ``pin`` is the cluster set over the probed nodes,
+    offered when the spec is not migration-safe."""
+
+    spec: GuestSpec
     verdicts: tuple[NodeVerdict, ...]
+    pin: VLSet | None = None
+
+    @property
+    def requested(self) -> VLSet | None:
+        """The one set the spec asks for, ``None`` when it depends on the node."""
+        return self.spec.fixed
 
     def count(self, verdict: str) -> int:
         return sum(1 for item in self.verdicts if item.verdict == verdict)
 
+    def guest_sets(self) -> list[tuple[VLSet, tuple[str, ...]]]:
+        """The distinct sets the accepting nodes would give the guest, with their nodes."""
+        groups: dict[int, list[str]] = {}
+        for item in self.verdicts:
+            if item.verdict == "accept" and item.guest is not None:
+                groups.setdefault(item.guest.mask, []).append(item.node.name)
+        return [(VLSet(mask), tuple(names)) for mask, names in groups.items()]
+
+    @property
+    def migration_safe(self) -> bool:
+        return len(self.guest_sets()) <= 1
+
+    def divergence(self) -> str | None:
+        """The not-migration-safe finding in words, or ``None``."""
+        sets = self.guest_sets()
+        if len(sets) <= 1:
+            return None
+        sides = " vs ".join(f"{_nodes(names)} ({vls})" for vls, names in sets)
+        return f"accepted, but the guest gets a different set on {sides}: not migration-safe"
+
     def exit_code(self) -> ExitCode:
         return combined_exit_code(
             [
-                ExitCode.NOT_MET if self.count("reject") else ExitCode.OK,
+                ExitCode.OK
+                if self.migration_safe and not self.count("reject")
+                else ExitCode.NOT_MET,
                 ExitCode.INCOMPLETE if self.count("unknown") else ExitCode.OK,
             ]
         )
+
+
+def _nodes(names: Sequence[str]) -> str:
+    word = "node" if len(names) == 1 else "nodes"
+    shown = ", ".join(names[:4]) + (f", ... (+{len(names) - 4})" if len(names) > 4 else "")
+    return f"{word} {shown}"
 
 
 def verdict_for(host: VLSet, requested: VLSet) -> Verdict:
@@ -774,48 +816,86 @@ def kernel_trial(node: NodeRecord, requested: VLSet) -> str | None:
     return None
 
 
-def build_check(nodes: Sequence[NodeRecord], requested: VLSet) -> CheckResult:
+def build_check(nodes: Sequence[NodeRecord], spec: GuestSpec | VLSet) -> CheckResult:
+    """Judge ``spec`` on every node: QEMU properties are resolved against each node's own set
+    first (:mod:`vlcalc.qemu`), then the kernel's rule judges the set that node would build."""
     require_nodes(nodes, "check")  # zero nodes would approve any set
+    if isinstance(spec, VLSet):
+        spec = GuestSpec(str(spec), "vls", spec)
     verdicts = []
     for node in clean_nodes(nodes):
         if node.vls is None:
             reason = f"not probed ({node.error_kind}): {node.error_message}"
             verdicts.append(NodeVerdict(node, "unknown", reason))
             continue
-        verdict = verdict_for(node.vls, requested)
+        try:
+            guest = spec.on(node.vls)
+        except QemuError as exc:
+            reason = f"QEMU refuses to start here: {exc.message}"
+            verdicts.append(NodeVerdict(node, "reject", reason, None, "reject"))
+            continue
+        verdict = verdict_for(node.vls, guest)
         model = "accept" if verdict.accepted else "reject"
         # An SVE-off guest needs no trial: KVM is never asked for a VL set.
-        kernel = kernel_trial(node, requested) if requested else None
+        kernel = kernel_trial(node, guest) if guest else None
         reason = verdict.reason
+        if spec.props is not None:
+            reason = f"QEMU builds {guest or 'SVE off'} here; {reason}"
         if kernel is not None and kernel != model:
             reason = (
                 f"vlcalc's model says {model} but this node's kernel says {kernel} (the kernel "
-                f"wins; please report this): {verdict.reason}"
+                f"wins; please report this): {reason}"
             )
-        verdicts.append(NodeVerdict(node, kernel or model, reason, kernel, model))
-    return CheckResult(requested, tuple(verdicts))
+        verdicts.append(NodeVerdict(node, kernel or model, reason, kernel, model, guest))
+    result = CheckResult(spec, tuple(verdicts))
+    if result.migration_safe:
+        return result
+    pin = cluster([(node.name, node.vls) for node in nodes if node.vls is not None]).vls
+    return CheckResult(spec, result.verdicts, pin)
+
+
+def settings_or_none(vls: VLSet | None) -> dict[str, str | None]:
+    """The pinned QEMU and libvirt settings for ``vls``; ``None`` where they cannot be written
+    (no set, or a VL above QEMU's 2048)."""
+    if vls is None or vls.max_vq > ARM_MAX_VQ:
+        return {"qemu": None, "libvirt": None}
+    return {"qemu": qemu_cpu(vls), "libvirt": libvirt_xml(vls)}
 
 
 def check_json(result: CheckResult) -> dict[str, Any]:
-    requested = result.requested
+    spec = result.spec
+    requested = spec.fixed
+    sets = result.guest_sets()
     return {
         "schema": CHECK_SCHEMA,
         "requested": {
-            "vls": requested.vls(),
-            "kvm_words": requested.hex_words(),
-            "qemu": requested.qemu_cpu(),
+            "spec": spec.text,
+            "syntax": spec.syntax,
+            "props": spec.props,
+            "host_dependent": spec.host_dependent,
+            "notes": list(spec.notes),
+            "vls": None if requested is None else requested.vls(),
+            "kvm_words": None if requested is None else requested.hex_words(),
+            **settings_or_none(requested),
         },
         "complete": result.count("unknown") == 0,
         "accepted": result.count("accept"),
         "rejected": result.count("reject"),
         "unknown": result.count("unknown"),
         "disagreements": sum(1 for item in result.verdicts if item.disagrees),
+        "migration_safe": result.migration_safe,
+        "divergence": result.divergence(),
+        "guest_sets": [{"vls": vls.vls(), "nodes": list(names)} for vls, names in sets],
+        "pin": None
+        if result.pin is None
+        else {"vls": result.pin.vls(), **settings_or_none(result.pin)},
         "nodes": [
             {
                 "name": item.node.name,
                 "verdict": item.verdict,
                 "reason": item.reason,
                 "vls": None if item.node.vls is None else item.node.vls.vls(),
+                "guest_vls": None if item.guest is None else item.guest.vls(),
                 "model": item.model,
                 "kernel": item.kernel,
                 "disagrees": item.disagrees,

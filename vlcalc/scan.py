@@ -12,6 +12,7 @@ import json
 import os
 import queue
 import shlex
+import stat
 import tempfile
 import threading
 import time
@@ -283,9 +284,43 @@ def scan_json(result: ScanResult) -> dict[str, Any]:
     }
 
 
+def check_save_path(path: str) -> None:
+    """Refuse, before any node is probed, a ``--save`` path that the finished scan could not be
+    written to: empty, in a missing or read-only directory, or naming something other than a
+    regular file (a symlink, FIFO, device or directory is never replaced: as root, a rename over
+    ``/dev/full`` would succeed).
+
+    >>> check_save_path("")
+    Traceback (most recent call last):
+    vlcalc.errors.InputError: --save: needs a file name
+    """
+    if not path.strip():
+        raise InputError("needs a file name", source="--save")
+    target = Path(path)
+    try:
+        mode = target.lstat().st_mode
+    except FileNotFoundError:
+        mode = None
+    except OSError as exc:
+        raise InputError(f"cannot use: {exc.strerror}", source=path) from exc
+    if mode is not None and not stat.S_ISREG(mode):
+        what = "a symbolic link" if stat.S_ISLNK(mode) else "not a regular file"
+        raise InputError(
+            f"is {what}; --save replaces only regular files (name another file)", source=path
+        )
+    directory = target.parent if str(target.parent) else Path(".")
+    try:  # the real test: root passes os.access() everywhere, a read-only mount does not
+        fd, temp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=directory)
+    except OSError as exc:
+        raise InputError(f"cannot write there: {exc.strerror}", source=path) from exc
+    os.close(fd)
+    os.unlink(temp)
+
+
 def save_atomically(path: str, document: dict[str, Any]) -> None:
     """Write ``document`` to ``path`` through a temporary file and a rename: a reader never sees a
     half-written scan, and an old scan is replaced only by a complete new one."""
+    check_save_path(path)  # again: the path may have changed while the scan ran
     target = Path(path)
     directory = target.parent if str(target.parent) else Path(".")
     try:

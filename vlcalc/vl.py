@@ -1,4 +1,4 @@
-"""SVE vector-length sets: the KVM bitmap, user syntaxes, and the QEMU/libvirt forms.
+"""SVE vector-length sets: the KVM bitmap and the user syntaxes for one set.
 
 A :class:`VLSet` is a set of vector lengths, each a multiple of 128 bits.  Internally it is one
 Python integer whose bit ``vq - 1`` is set when VL ``vq * 128`` is in the set: exactly the layout of
@@ -7,14 +7,13 @@ so set algebra and the kernel's prefix rule are single bit operations.
 
 >>> VLSet.from_vls([128, 256, 512]).words()[0]
 11
->>> str(parse_spec("sve128=on,sve256=on"))
+>>> str(parse_spec("host,sve=on,sve128=on,sve256=on"))
 '128,256'
 """
 
 from __future__ import annotations
 
 import re
-import xml.etree.ElementTree as ElementTree
 from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import lru_cache
@@ -23,7 +22,6 @@ from vlcalc.errors import SpecError
 
 VQ_BITS = 128
 VQ_MAX = 512  # KVM_ARM64_SVE_VQ_MAX: the ABI leaves room for vq up to 512 (VL 65536 bits)
-QEMU_VQ_MAX = 16  # QEMU (and the architecture today) stop at VL 2048
 WORDS = 8
 WORD_BITS = 64
 _WORD_MASK = (1 << WORD_BITS) - 1
@@ -130,26 +128,20 @@ class VLSet:
     def __str__(self) -> str:
         return ",".join(str(vl) for vl in self.vls()) or "none"
 
-    # -- renderings -----------------------------------------------------------------------------
+    # -- renderings (kept here for callers; the rules live in vlcalc.qemu) ----------------------
     def qemu_cpu(self, model: str = "host") -> str:
-        """The QEMU ``-cpu`` value that gives a guest exactly this set under KVM.
+        """The QEMU ``-cpu`` value pinning exactly this set on every host; see
+        :func:`vlcalc.qemu.qemu_cpu`.  Raises ``QemuError`` above VL 2048."""
+        from vlcalc.qemu import qemu_cpu
 
-        Every VL is named explicitly (``sveN=on``), since QEMU does not migrate the VL set and a
-        plain ``-cpu host`` silently takes each host's own set.  Example:
-        ``host,sve=on,sve128=on,sve256=on``; the empty set gives ``host,sve=off``.
-        """
-        if not self.mask:
-            return f"{model},sve=off"
-        return ",".join([model, "sve=on", *(f"sve{vl}=on" for vl in self.vls())])
+        return qemu_cpu(self, model)
 
     def libvirt_xml(self) -> str:
-        """A libvirt ``<cpu>`` element pinning exactly this set (libvirt adds ``sve`` itself)."""
-        lines = ["<cpu mode='host-passthrough' check='none'>"]
-        if not self.mask:
-            lines.append("  <feature policy='disable' name='sve'/>")
-        lines.extend(f"  <feature policy='require' name='sve{vl}'/>" for vl in self.vls())
-        lines.append("</cpu>")
-        return "\n".join(lines)
+        """A libvirt ``<cpu>`` element pinning exactly this set; see
+        :func:`vlcalc.qemu.libvirt_xml`."""
+        from vlcalc.qemu import libvirt_xml
+
+        return libvirt_xml(self)
 
 
 # A fleet has a handful of distinct sets and many nodes: compute each set's members once.
@@ -164,31 +156,38 @@ def _vls(mask: int) -> tuple[int, ...]:
 
 
 # -- parsing user input ---------------------------------------------------------------------------
-_QEMU_TOKEN = re.compile(r"^(sve(\d+)|sve|sve-max-vq)=(on|off|true|false|\d+)$")
-_ON = {"on": True, "true": True, "off": False, "false": False}
-
-
 def parse_spec(text: str, *, source: str = "--vls") -> VLSet:
-    """Parse a VL set in any syntax vlcalc accepts; raise :class:`SpecError` naming the bad part.
+    """Parse one VL set in any syntax vlcalc accepts; raise :class:`SpecError` naming the bad part.
 
     - VL bits: ``128,256,512`` (spaces allowed); ``none`` is the empty set;
     - the KVM bitmap: ``0xb`` (word 0) or all eight words ``0xb,0x0,0x0,0x0,0x0,0x0,0x0,0x0``;
-    - QEMU ``-cpu`` properties: ``sve128=on,sve256=on``, optionally after a model name
-      (``host,sve=on,...``), ``sve=off``, or ``sve-max-vq=4`` (every VL up to 512);
-    - a libvirt ``<cpu>`` element with ``<feature policy='require' name='sveN'/>`` children.
+    - QEMU ``-cpu`` properties or a libvirt ``<cpu>`` element that pin one set on every host
+      (``sve128=on,sve256=on``, ``host,sve=on,sve128=on,sve256=on,sve384=off,sve512=on``,
+      ``sve=off``).  Properties whose set depends on the host (``host``, ``sve=on``,
+      ``sve256=on``) are refused here: ``vlcalc check`` resolves those per node.
     """
+    from vlcalc.qemu import parse_guest_spec
+
+    spec = parse_guest_spec(text, source=source)
+    if spec.fixed is None:
+        raise SpecError(
+            f"{spec.text!r} gives each host its own set (QEMU fills in the host's lengths); "
+            "write the VLs (128,256) or name every sveN up to the largest as on or off",
+            source=source,
+        )
+    return spec.fixed
+
+
+def parse_vls(text: str, *, source: str = "--vls") -> VLSet:
+    """One VL set as bits (``128,256``, ``none``) or KVM bitmap words (``0xb``)."""
     stripped = text.strip()
     if not stripped:
         raise SpecError("empty VL set: write e.g. 128,256 or none", source=source)
-    if stripped.startswith("<"):
-        return _parse_libvirt(stripped, source)
-    if stripped.lower() in ("none", "off", "sve=off"):
+    if stripped.lower() in ("none", "off"):
         return VLSet()
     parts = [part.strip() for part in re.split(r"[,\s]+", stripped) if part.strip()]
     if all(part.lower().startswith("0x") for part in parts):
         return _parse_words(parts, source)
-    if any("=" in part for part in parts):
-        return _parse_qemu(parts, source)
     return _parse_bits(parts, source)
 
 
@@ -197,7 +196,8 @@ def _parse_bits(parts: list[str], source: str) -> VLSet:
     for part in parts:
         if not part.isdigit():
             raise SpecError(
-                f"{part!r} is not a VL in bits (write 128,256 or 0xb or sve128=on)", source=source
+                f"{part!r} is not a VL in bits (write 128,256 or 0xb or host,sve128=on)",
+                source=source,
             )
         vl = int(part)
         if vl == 0 or vl % VQ_BITS or vl // VQ_BITS > VQ_MAX:
@@ -225,78 +225,3 @@ def _parse_words(parts: list[str], source: str) -> VLSet:
         if word > _WORD_MASK:
             raise SpecError(f"bitmap word {index} ({parts[index]}) exceeds 64 bits", source=source)
     return VLSet.from_words(words)
-
-
-def _parse_qemu(parts: list[str], source: str) -> VLSet:
-    if "=" not in parts[0]:
-        parts = parts[1:]  # a CPU model name such as "host" or "max"
-    on: set[int] = set()
-    off: set[int] = set()
-    sve_enabled: bool | None = None
-    for part in parts:
-        match = _QEMU_TOKEN.match(part.lower())
-        if not match:
-            raise SpecError(
-                f"{part!r} is not an SVE property (sveN=on|off, sve=on|off, sve-max-vq=N)",
-                source=source,
-            )
-        name, vl_text, value = match.groups()
-        if name == "sve-max-vq":
-            if not value.isdigit() or not 1 <= int(value) <= QEMU_VQ_MAX:
-                raise SpecError(f"{part!r}: sve-max-vq takes 1..{QEMU_VQ_MAX}", source=source)
-            on.update(vq * VQ_BITS for vq in range(1, int(value) + 1))
-            continue
-        if value not in _ON:
-            raise SpecError(f"{part!r}: the value must be on or off", source=source)
-        if vl_text is None:
-            sve_enabled = _ON[value]
-            continue
-        vl = int(vl_text)
-        if vl % VQ_BITS or not 1 <= vl // VQ_BITS <= VQ_MAX:
-            raise SpecError(f"{part!r}: {vl} is not a multiple of {VQ_BITS} bits", source=source)
-        (on if _ON[value] else off).add(vl)
-    both = on & off
-    if both:
-        raise SpecError(f"sve{min(both)} is both on and off", source=source)
-    if sve_enabled is False:
-        if on:
-            raise SpecError(f"sve=off together with sve{min(on)}=on", source=source)
-        return VLSet()
-    return VLSet.from_vls(on)
-
-
-def _parse_libvirt(text: str, source: str) -> VLSet:
-    # Entity declarations are how XML bombs work; a <cpu> element never needs them.
-    if "<!" in text:
-        raise SpecError("libvirt XML with DOCTYPE or ENTITY declarations is refused", source=source)
-    try:
-        root = ElementTree.fromstring(text)
-    except ElementTree.ParseError as exc:
-        raise SpecError(f"libvirt XML does not parse: {exc}", source=source) from None
-    cpu = root if root.tag == "cpu" else root.find(".//cpu")
-    if cpu is None:
-        raise SpecError("libvirt XML has no <cpu> element", source=source)
-    on: set[int] = set()
-    sve_disabled = False
-    for feature in cpu.findall("feature"):
-        name = feature.get("name", "")
-        policy = feature.get("policy", "require")
-        match = re.fullmatch(r"sve(\d*)", name)
-        if not match:
-            continue
-        enabled = policy in ("require", "force")
-        if policy not in ("require", "force", "disable", "forbid", "optional"):
-            raise SpecError(f"feature {name}: unknown policy {policy!r}", source=source)
-        if not match.group(1):
-            sve_disabled = not enabled
-            continue
-        vl = int(match.group(1))
-        if vl % VQ_BITS or not 1 <= vl // VQ_BITS <= VQ_MAX:
-            raise SpecError(f"feature {name}: not a multiple of {VQ_BITS} bits", source=source)
-        if enabled:
-            on.add(vl)
-    if sve_disabled:
-        return VLSet()
-    if not on:
-        raise SpecError("libvirt <cpu> requires no sveN feature", source=source)
-    return VLSet.from_vls(on)
