@@ -395,6 +395,7 @@ def test_a_fleet_with_no_probed_node_is_unknown_in_every_format(tmp_path: Path) 
     path = all_failed(tmp_path)
     doc = json.loads(run("report", path, "-f", "json").stdout)
     assert doc["completeness"]["state"] == "none" and doc["cluster"]["known"] is False
+    assert [doc["cluster"][key] for key in ("qemu", "libvirt", "kvm_words")] == [None] * 3
     table = run("report", path)
     assert table.exit_code == 4 and "Cluster VL set: unknown  (no node was probed)" in table.stdout
     assert "SVE off" not in table.stdout and "-cpu" not in table.stdout
