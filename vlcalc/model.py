@@ -7,7 +7,6 @@ documents carry (``Status.OK == "ok"``); Python 3.9 has no ``StrEnum``.
 
 from __future__ import annotations
 
-import re
 from enum import Enum
 
 PROBE_SCHEMA = "vlcalc.probe/1"  # written by the probe itself (vlcalc/probe/probe.py)
@@ -75,7 +74,6 @@ class LimitKind(_Name):
 
 # Printable by Unicode's rule but invisible: a name made of them looks empty or like another name.
 _INVISIBLE = "\u034f\u115f\u1160\u17b4\u17b5\u3164\uffa0"
-_HAS_INVISIBLE = re.compile(f"[{_INVISIBLE}]").search
 
 
 def printable(text: str, keep: str = "") -> str:
@@ -86,7 +84,9 @@ def printable(text: str, keep: str = "") -> str:
     >>> printable("a\\x1b[31mb\\u200bc\\nd")
     'a?[31mb?c?d'
     """
-    if text.isprintable() and not _HAS_INVISIBLE(text):  # the usual case, at C speed
+    # The usual case at C speed (a one-character `in` is a memchr, and instant when the text
+    # has no character that large).
+    if text.isprintable() and not any(ch in text for ch in _INVISIBLE):
         return text
     return "".join(
         ch if (ch.isprintable() and ch not in _INVISIBLE) or ch in keep else "?" for ch in text
