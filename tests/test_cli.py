@@ -487,3 +487,11 @@ def test_a_set_above_2048_has_no_qemu_or_libvirt_form(tmp_path: Path) -> None:
     table = run("report", str(tmp_path))
     assert table.exit_code == 0 and "QEMU and libvirt cannot name" in " ".join(table.stdout.split())
     assert "QEMU and libvirt cannot name" in run("report", str(tmp_path), "-f", "markdown").stdout
+
+
+def test_per_group_html_is_one_page() -> None:
+    result = run("report", MIXED, "--per-group", "-f", "html")
+    assert result.exit_code == 4
+    page = result.stdout
+    assert page.startswith("<!DOCTYPE html>") and page.count("<!DOCTYPE") == 1
+    assert page.count("</html>") == 1 and 'id="g1-matrix"' in page and "== group" not in page
