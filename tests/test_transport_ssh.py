@@ -14,17 +14,14 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
+import paramiko
 import pytest
 
 from vlcalc.errors import NodeError
 from vlcalc.transport.base import RunResult, Target, Timeouts
-from vlcalc.transport.ssh import (
-    SSHTransport,
-    _hash_name,
-    _IndexedSSHConfig,
-    _KnownHostsFile,
-    _parse_jump,
-)
+from vlcalc.transport.ssh import SSHTransport
+from vlcalc.transport.ssh.config import IndexedSSHConfig, parse_jump
+from vlcalc.transport.ssh.known_hosts import KnownHostsFile
 
 from sshfleet import NodeSpec, SSHFleet, ssh_add, start_ssh_agent
 
@@ -214,7 +211,7 @@ def test_hashed_and_multi_name_known_hosts_entries_match(fleet: SSHFleet, tmp_pa
     public = node.host_public_key
     known.write_text(
         "# comment\n"
-        f"{_hash_name(f'[127.0.0.1]:{node.port}')} {public}\n"
+        f"{paramiko.HostKeys.hash_host(f'[127.0.0.1]:{node.port}')} {public}\n"
         f"other.example,[127.0.0.1]:{fleet.node('node01').port} "
         f"{fleet.node('node01').host_public_key}\n"
     )
@@ -520,8 +517,6 @@ def test_controller_cpu_per_node(fleet: SSHFleet, transport: SSHTransport) -> No
 
 
 def test_indexed_ssh_config_answers_like_paramiko() -> None:
-    import paramiko
-
     text = (
         "Host *.example\n  User wild\n"
         "Host n0005 other\n  Port 1\n"
@@ -533,15 +528,15 @@ def test_indexed_ssh_config_answers_like_paramiko() -> None:
         "Match host n0007\n  Port 9\n"
     )
     plain = paramiko.SSHConfig.from_text(text)
-    indexed = _IndexedSSHConfig(plain)
+    indexed = IndexedSSHConfig(plain)
     for host in ("n0003", "n0005", "n0007", "n0299", "other", "a.example", "unknown"):
         assert indexed.lookup(host) == plain.lookup(host), host
 
 
 def test_jump_specs() -> None:
-    assert _parse_jump("bastion") == (None, "bastion", None)
-    assert _parse_jump("ops@bastion:2222") == ("ops", "bastion", 2222)
-    assert _parse_jump("ssh://ops@[::1]:2200") == ("ops", "::1", 2200)
+    assert parse_jump("bastion") == (None, "bastion", None)
+    assert parse_jump("ops@bastion:2222") == ("ops", "bastion", 2222)
+    assert parse_jump("ssh://ops@[::1]:2200") == ("ops", "::1", 2200)
 
 
 def test_known_hosts_index(tmp_path: Path) -> None:
@@ -554,13 +549,13 @@ def test_known_hosts_index(tmp_path: Path) -> None:
     path.write_text(
         f"# comment\n\n"
         f"alpha,[beta]:2222 ssh-ed25519 {blob_a}\n"
-        f"{_hash_name('gamma')} ssh-ed25519 {blob_b}\n"
+        f"{paramiko.HostKeys.hash_host('gamma')} ssh-ed25519 {blob_b}\n"
         f"*.lab ssh-ed25519 {blob_c}\n"
         f"@cert-authority *.corp ssh-ed25519 {blob_c}\n"
         f"@revoked * ssh-ed25519 {blob_b}\n"
         "broken line\n"
     )
-    index = _KnownHostsFile.load(str(path))
+    index = KnownHostsFile.load(str(path))
     assert [t for t, _ in index.lookup("alpha")] == ["ssh-ed25519"]
     assert index.lookup("[beta]:2222") == index.lookup("alpha")
     assert index.lookup("beta") == []
@@ -568,4 +563,4 @@ def test_known_hosts_index(tmp_path: Path) -> None:
     assert index.lookup("node.lab")[0][1] == base64.b64decode(blob_c)
     assert index.lookup("x.corp") == []
     assert index.revoked == {base64.b64decode(blob_b)}
-    assert _KnownHostsFile.load(str(tmp_path / "missing")).lookup("alpha") == []
+    assert KnownHostsFile.load(str(tmp_path / "missing")).lookup("alpha") == []
