@@ -37,7 +37,12 @@ from vlcalc.errors import (
 )
 from vlcalc.transport.base import RunResult, Target, Timeouts
 from vlcalc.transport.ssh import SSHTransport
-from vlcalc.transport.ssh._paramiko import config_entries, config_from_entries, has_match_exec
+from vlcalc.transport.ssh._paramiko import (
+    config_entries,
+    config_from_entries,
+    has_match_exec,
+    wait_exit_status,
+)
 from vlcalc.transport.ssh.config import IndexedSSHConfig, parse_jump
 from vlcalc.transport.ssh.known_hosts import KnownHostsFile
 
@@ -788,6 +793,17 @@ def test_paramiko_adapter_still_sees_the_parsed_blocks() -> None:
     assert not has_match_exec(paramiko.SSHConfig.from_text("Host a\n  Port 2\n"))
     assert config_from_entries(entries).lookup("a") == config.lookup("a")
     assert IndexedSSHConfig(config).indexed
+
+
+def test_paramiko_adapter_can_wait_for_an_exit_status_with_a_deadline() -> None:
+    """``wait_exit_status`` relies on ``Channel.status_event``; without it, it polls."""
+    channel = paramiko.Channel(0)
+    assert isinstance(channel.status_event, threading.Event), "paramiko changed Channel"
+    started = time.monotonic()
+    assert not wait_exit_status(channel, 0.05)
+    assert time.monotonic() - started < 1
+    channel.status_event.set()
+    assert wait_exit_status(channel, 0.05)
 
 
 def test_paramiko_adapter_keeps_invoke_out_of_start_up_and_brings_it_back() -> None:

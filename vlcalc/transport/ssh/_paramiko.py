@@ -12,6 +12,9 @@ paramiko changes it.
   ``_config`` (a list of dicts with ``host``/``matches``/``config``) and has no public accessor;
   the host index in ``config.py`` needs them.  When the attribute is missing or shaped
   differently these return ``None`` and the index steps aside (plain, slower lookups).
+* :func:`wait_exit_status`: ``Channel.recv_exit_status`` waits forever; its ``status_event``
+  (an attribute without a leading underscore, but undocumented) lets the wait end at a deadline.
+  Without it, the public ``exit_status_ready`` is polled.
 
 Example: ``config_entries(paramiko.SSHConfig.from_text("Host a\\n  Port 2\\n"))`` ->
 ``[{"host": ["*"], "config": {}}, {"host": ["a"], "config": {"port": "2"}}]`` (paramiko 3-5).
@@ -21,6 +24,8 @@ from __future__ import annotations
 
 import logging
 import sys
+import threading
+import time
 from typing import Any
 
 _BLOCK_INVOKE = "invoke" not in sys.modules
@@ -82,6 +87,19 @@ def has_match_exec(config: paramiko.SSHConfig) -> bool:
     )
 
 
+def wait_exit_status(channel: paramiko.Channel, timeout_s: float) -> bool:
+    """Wait up to ``timeout_s`` for the channel's exit status; whether it came."""
+    event = getattr(channel, "status_event", None)
+    if isinstance(event, threading.Event):
+        return event.wait(max(0.0, timeout_s))
+    deadline = time.monotonic() + timeout_s  # pragma: no cover - an older/newer paramiko
+    while not channel.exit_status_ready():  # pragma: no cover
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.002)
+    return True  # pragma: no cover
+
+
 __all__ = [
     "PARAMIKO_LOGGER",
     "config_entries",
@@ -89,4 +107,5 @@ __all__ = [
     "enable_match_exec",
     "has_match_exec",
     "paramiko",
+    "wait_exit_status",
 ]

@@ -85,10 +85,16 @@ class AgentPool:
                 return
         try:
             yield tuple(agent.get_keys())
+        except AuthError:
+            self._release(agent)  # every key offered was answered: the connection is idle
+            raise
         except BaseException:
             # A login cut short may leave a signing request in flight on this connection.
             self._discard(agent)
             raise
+        self._release(agent)
+
+    def _release(self, agent: paramiko.Agent) -> None:
         with self._lock:
             self._idle.append(agent)
 

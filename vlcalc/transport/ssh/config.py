@@ -214,8 +214,8 @@ def check_jump_route(endpoint: Endpoint, resolver: Resolver) -> None:
         if chain in path:
             hops = [c[-1] for c in (*path, chain)]
             raise JumpLoopError(
-                f"jumphost loop via {chain[-1]} ({' -> '.join(hops)}): the jump host's own"
-                f" ssh_config entry sends it through itself; give it `ProxyJump none` (a"
+                f"jumphost loop via {chain[-1]} ({' -> '.join(hops)}): ssh_config sends the"
+                " jump host back through itself; give it `ProxyJump none` (a"
                 f" `Host {parse_jump(chain[-1])[1]}` block with `ProxyJump none` before"
                 " `Host *`)",
                 chain=tuple(hops),

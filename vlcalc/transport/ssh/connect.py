@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import socket
+import threading
 import time
 
 from vlcalc.errors import (
@@ -163,8 +164,17 @@ def start(transport: paramiko.Transport, endpoint: Endpoint, attempt: Attempt) -
     host, port = endpoint.hostname, endpoint.port
     transport.banner_timeout = budget
     transport.handshake_timeout = budget
+    # With an event, start_client returns at once and the wait below ends exactly at the
+    # deadline (without one it polls every 0.1 s and gives no sign of a timeout but its state).
+    negotiated = threading.Event()
     try:
-        transport.start_client(timeout=budget)
+        transport.start_client(event=negotiated)
+        negotiated.wait(budget)
+        failure = None if transport.is_active() else transport.get_exception()
+        if failure is None and not transport.is_active():
+            failure = paramiko.SSHException("Negotiation failed.")
+        if failure is not None:
+            raise failure
     except (paramiko.SSHException, EOFError, OSError) as exc:
         cause = exc.__context__ or exc
         if isinstance(cause, (TimeoutError, socket.timeout)):
@@ -191,7 +201,7 @@ def start(transport: paramiko.Transport, endpoint: Endpoint, attempt: Attempt) -
             port=port,
             phase="the SSH handshake",
         ) from exc
-    if transport.completion_event is None or not transport.completion_event.is_set():
+    if not negotiated.is_set():
         phase = "waiting for the SSH banner" if not transport.remote_version else "key exchange"
         what = (
             f"{host}:{port} accepted TCP but sent no SSH banner"

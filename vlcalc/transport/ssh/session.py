@@ -14,7 +14,7 @@ from collections.abc import Callable
 
 from vlcalc.errors import ConnectionLostError, NodeError, NodeTimeoutError, OutputTooLargeError
 from vlcalc.transport.base import RunResult
-from vlcalc.transport.ssh._paramiko import paramiko
+from vlcalc.transport.ssh._paramiko import paramiko, wait_exit_status
 from vlcalc.transport.ssh.config import Endpoint
 from vlcalc.transport.ssh.deadlines import REAPER, Alarm, Attempt
 
@@ -134,7 +134,7 @@ def _drain(
     if alarm.fired:  # the reaper closed the connection at the exec deadline
         raise timeout(f"{len(stdout)} bytes of stdout so far")
     left = deadline - time.monotonic()
-    if not channel.status_event.wait(max(0.0, left)) and (alarm.fired or transport.is_active()):
+    if not wait_exit_status(channel, left) and (alarm.fired or transport.is_active()):
         raise timeout("the command closed its output but did not exit")
     if not transport.is_active() and channel.exit_status == -1:
         if alarm.fired:
