@@ -825,3 +825,26 @@ def test_paramiko_adapter_keeps_invoke_out_of_start_up_and_brings_it_back() -> N
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
     assert done.returncode == 0, done.stderr
+
+
+@ssh
+def test_a_locked_known_hosts_file_holds_accept_new_only_until_the_node_deadline(
+    fleet: SSHFleet, tmp_path: Path
+) -> None:
+    import fcntl
+
+    known = tmp_path / "known_hosts"
+    shutil.copy(fleet.known_hosts_path, known)
+    timeouts = replace(FAST, node_s=1.0)
+    with (
+        open(known, "a") as held,
+        SSHTransport(fleet.ssh_config_path, known, accept_new=True, use_agent=False) as t,
+    ):
+        fcntl.flock(held.fileno(), fcntl.LOCK_EX)  # as another ssh or vlcalc process would
+        started = time.monotonic()
+        error = finishes_within(5, raised(lambda: run(t, "unknown", timeouts=timeouts)))
+        waited = time.monotonic() - started
+    assert isinstance(error, NodeTimeoutError) and error.node_deadline
+    assert error.phase == f"waiting for the lock of {known}"
+    assert 0.9 <= waited < 2.0
+    assert fleet.known_hosts_line("unknown") not in known.read_text()

@@ -13,11 +13,13 @@ import fnmatch
 import hashlib
 import os
 import threading
+import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from vlcalc.errors import HostKeyChangedError, HostKeyRevokedError, HostKeyUnknownError
 from vlcalc.transport.ssh._paramiko import paramiko
+from vlcalc.transport.ssh.deadlines import Attempt, acquire
 
 if TYPE_CHECKING:
     from vlcalc.transport.ssh.config import Endpoint
@@ -201,12 +203,15 @@ def record_host_key(
     key_type: str,
     blob: bytes,
     lock: threading.Lock,
+    attempt: Attempt,
 ) -> None:
     """Append the key to ``endpoint.user_known_hosts`` (``index`` is that file's index), hashed
-    when ssh_config says ``HashKnownHosts yes``; once, however many threads ask."""
+    when ssh_config says ``HashKnownHosts yes``; once, however many threads ask.  Waiting for
+    the file lock (other threads, other vlcalc or ssh processes) ends at the node deadline."""
     path = endpoint.user_known_hosts
     name = endpoint.known_hosts_name
-    with lock:
+    waiting_for = f"the lock of {path}"
+    with acquire(lock, attempt, waiting_for):
         if any(b == blob for _, b in index.lookup(name)):
             return  # another thread recorded it meanwhile
         shown = paramiko.HostKeys.hash_host(name) if endpoint.hash_known_hosts else name
@@ -216,12 +221,7 @@ def record_host_key(
             os.makedirs(directory, mode=0o700, exist_ok=True)
         fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
         try:
-            try:
-                import fcntl
-
-                fcntl.flock(fd, fcntl.LOCK_EX)  # other vlcalc or ssh processes
-            except ImportError:  # pragma: no cover - not POSIX
-                pass
+            _lock_file(fd, attempt, waiting_for)
             if os.fstat(fd).st_size > 0:
                 with open(path, "rb") as handle:
                     handle.seek(-1, os.SEEK_END)
@@ -231,6 +231,24 @@ def record_host_key(
         finally:
             os.close(fd)
         index.add(shown, key_type, blob)
+
+
+def _lock_file(fd: int, attempt: Attempt, waiting_for: str) -> None:
+    """``flock`` the file against other processes, polling so the wait ends at the deadline."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - not POSIX
+        return
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return
+        except BlockingIOError:
+            if attempt.remaining() <= 0:
+                raise attempt.timeout(
+                    f"waiting for {waiting_for}", attempt.timeouts.node_s, attempt.deadline
+                ) from None
+            time.sleep(0.01)
 
 
 __all__ = [

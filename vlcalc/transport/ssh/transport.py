@@ -310,6 +310,7 @@ class SSHTransport:
                     offered.get_name(),
                     offered.asbytes(),
                     self._known_write_lock,
+                    attempt,
                 )
             with self._agents.borrow(attempt) as agent_keys:
                 auth.authenticate(
