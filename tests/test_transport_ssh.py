@@ -31,6 +31,8 @@ from vlcalc.errors import (
     HostKeyRevokedError,
     HostKeyUnknownError,
     JumpLoopError,
+    NameLookupError,
+    NameLookupRetryError,
     NodeError,
     NodeTimeoutError,
     OutputTooLargeError,
@@ -43,7 +45,14 @@ from vlcalc.transport.ssh._paramiko import (
     has_match_exec,
     wait_exit_status,
 )
-from vlcalc.transport.ssh.config import IndexedSSHConfig, parse_jump
+from vlcalc.transport.ssh.config import (
+    MAX_JUMPS,
+    Endpoint,
+    IndexedSSHConfig,
+    check_jump_route,
+    parse_jump,
+    resolve,
+)
 from vlcalc.transport.ssh.known_hosts import KnownHostsFile
 
 from sshfleet import NodeSpec, SSHFleet, fingerprint_of, ssh_add, start_ssh_agent
@@ -848,3 +857,67 @@ def test_a_locked_known_hosts_file_holds_accept_new_only_until_the_node_deadline
     assert error.phase == f"waiting for the lock of {known}"
     assert 0.9 <= waited < 2.0
     assert fleet.known_hosts_line("unknown") not in known.read_text()
+
+
+def route_resolver(text: str) -> Callable[[str, int | None, str | None], Endpoint]:
+    config = IndexedSSHConfig(paramiko.SSHConfig.from_text(text))
+
+    def resolver(host: str, port: int | None, user: str | None) -> Endpoint:
+        return resolve(config, host, port, user, None, known_hosts_path="/dev/null")
+
+    return resolver
+
+
+def test_jump_routes_that_end_are_allowed_and_loops_refused() -> None:
+    resolver = route_resolver("Host b\n  ProxyJump none\nHost *\n  ProxyJump b\n")
+    check_jump_route(resolver("node", None, None), resolver)
+    # An explicit chain through the same host twice ends (OpenSSH allows it too).
+    explicit = route_resolver("Host node\n  ProxyJump b,b\n")
+    check_jump_route(explicit("node", None, None), explicit)
+
+    looping = route_resolver("Host *\n  ProxyJump b\n")
+    with pytest.raises(JumpLoopError) as caught:
+        check_jump_route(looping("node", None, None), looping)
+    assert caught.value.chain == ("b", "b") and caught.value.kind == "unreachable"
+
+    chain = "".join(f"Host h{i}\n  ProxyJump h{i + 1}\n" for i in range(12))
+    long = route_resolver(chain)
+    with pytest.raises(JumpLoopError) as too_long:
+        check_jump_route(long("h0", None, None), long)
+    assert too_long.value.chain[:3] == ("h1", "h2", "h3")
+    assert too_long.value.message.startswith(f"ProxyJump route longer than {MAX_JUMPS} hosts")
+
+
+def test_node_error_hierarchy() -> None:
+    # The constructor the scan and the probe runner use stays valid.
+    plain = NodeError("probe-failed", "exit 3", node="n1")
+    assert (plain.kind, plain.message, str(plain), plain.retryable) == (
+        "probe-failed",
+        "exit 3",
+        "n1: exit 3",
+        False,
+    )
+    retryable = {
+        cls.__name__
+        for cls in (
+            ConnectError,
+            ConnectTimeoutError,
+            ConnectionClosedError,
+            NameLookupRetryError,
+            NameLookupError,
+            ConnectionLostError,
+            NodeTimeoutError,
+            AuthError,
+            HostKeyUnknownError,
+            HostKeyChangedError,
+            JumpLoopError,
+            OutputTooLargeError,
+        )
+        if cls.retryable
+    }
+    assert retryable == {
+        "ConnectError",
+        "ConnectTimeoutError",
+        "ConnectionClosedError",
+        "NameLookupRetryError",
+    }
