@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from vlcalc.errors import NodeError
+from vlcalc.errors import NodeError, NodeTimeoutError, OutputTooLargeError
 from vlcalc.transport.base import RunResult, Target, Timeouts
 from vlcalc.transport.local import LocalTransport
 
@@ -28,6 +28,7 @@ def node_error(command: str, kind: str, **kwargs: object) -> NodeError:
         run(command, **kwargs)  # type: ignore[arg-type]
     assert caught.value.kind == kind, caught.value.message
     assert caught.value.node == "controller"
+    assert str(caught.value) == f"controller: {caught.value.message}"
     return caught.value
 
 
@@ -72,7 +73,8 @@ def test_a_hanging_command_times_out_and_its_children_are_killed(tmp_path: Path)
     started = time.monotonic()
     error = node_error(f"sleep 30 & echo $! > {marker}; wait", "timeout", timeouts=timeouts)
     assert time.monotonic() - started < 3
-    assert "timed out after 0.5 s" in error.message
+    assert isinstance(error, NodeTimeoutError)
+    assert (error.phase, error.limit_s, error.node_deadline) == ("running the command", 0.5, False)
     child = int(marker.read_text())
     deadline = time.monotonic() + 2
     while Path(f"/proc/{child}").exists() and time.monotonic() < deadline:
@@ -85,8 +87,9 @@ def test_a_hanging_command_times_out_and_its_children_are_killed(tmp_path: Path)
 
 def test_the_node_deadline_caps_exec() -> None:
     started = time.monotonic()
-    node_error("sleep 30", "timeout", timeouts=Timeouts(exec_s=30, node_s=0.5))
+    error = node_error("sleep 30", "timeout", timeouts=Timeouts(exec_s=30, node_s=0.5))
     assert time.monotonic() - started < 3
+    assert isinstance(error, NodeTimeoutError) and error.node_deadline and error.limit_s == 0.5
 
 
 def test_oversized_stdout_is_bad_output_without_reading_it_all() -> None:
@@ -96,7 +99,7 @@ def test_oversized_stdout_is_bad_output_without_reading_it_all() -> None:
         _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
-    assert "more than 65536 bytes" in error.message
+    assert isinstance(error, OutputTooLargeError) and error.limit_bytes == 64 * 1024
     assert peak < 4 * 1024 * 1024
 
 

@@ -3,32 +3,62 @@
 from __future__ import annotations
 
 import concurrent.futures
+import errno
 import json
 import os
 import re
 import shutil
+import subprocess
+import sys
 import threading
 import time
 import tracemalloc
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, TypeVar
 
+import paramiko
 import pytest
 
-from vlcalc.errors import NodeError
-from vlcalc.transport.base import RunResult, Target, Timeouts
-from vlcalc.transport.ssh import (
-    SSHTransport,
-    _hash_name,
-    _IndexedSSHConfig,
-    _KnownHostsFile,
-    _parse_jump,
+from vlcalc.errors import (
+    AuthError,
+    ConnectError,
+    ConnectionClosedError,
+    ConnectionLostError,
+    ConnectTimeoutError,
+    HostKeyChangedError,
+    HostKeyRevokedError,
+    HostKeyUnknownError,
+    JumpLoopError,
+    NameLookupError,
+    NameLookupRetryError,
+    NodeError,
+    NodeTimeoutError,
+    OutputTooLargeError,
 )
+from vlcalc.transport.base import RunResult, Target, Timeouts
+from vlcalc.transport.ssh import SSHTransport
+from vlcalc.transport.ssh._paramiko import (
+    config_entries,
+    config_from_entries,
+    has_match_exec,
+    wait_exit_status,
+)
+from vlcalc.transport.ssh.config import (
+    MAX_JUMPS,
+    Endpoint,
+    IndexedSSHConfig,
+    check_jump_route,
+    parse_jump,
+    resolve,
+)
+from vlcalc.transport.ssh.known_hosts import KnownHostsFile
 
-from sshfleet import NodeSpec, SSHFleet, ssh_add, start_ssh_agent
+from sshfleet import NodeSpec, SSHFleet, fingerprint_of, ssh_add, start_ssh_agent
 
 F = TypeVar("F", bound=Callable[..., Any])
+T = TypeVar("T")
 
 
 def ssh(test: F) -> F:
@@ -149,10 +179,10 @@ def test_unknown_host_key_is_refused_before_authenticating(
 ) -> None:
     error = node_error(transport, "unknown", "host-key-unknown")
     node = fleet.node("unknown")
+    assert isinstance(error, HostKeyUnknownError)
     assert node.host_key_fingerprint is not None
-    assert node.host_key_fingerprint in error.message
-    assert "ssh-ed25519" in error.message
-    assert "ssh-keyscan" in error.message and "--accept-new" in error.message
+    assert (error.key_type, error.offered_fingerprint) == ("ssh-ed25519", node.host_key_fingerprint)
+    assert "ssh-keyscan" in error.message and "--accept-new" in error.message  # the ways out
     assert node.last_command() is None
     assert "Accepted publickey" not in node.log()
 
@@ -163,10 +193,10 @@ def test_changed_host_key_is_refused_with_both_fingerprints(
 ) -> None:
     error = node_error(transport, "changed", "host-key-changed")
     node = fleet.node("changed")
-    assert node.host_key_fingerprint is not None
-    assert node.host_key_fingerprint in error.message
-    recorded = re.findall(r"SHA256:[A-Za-z0-9+/]+", error.message)
-    assert len(set(recorded)) == 2
+    assert isinstance(error, HostKeyChangedError)
+    assert error.offered_fingerprint == node.host_key_fingerprint
+    assert len(error.expected_fingerprints) == 1
+    assert error.expected_fingerprint not in (None, error.offered_fingerprint)
     assert node.last_command() is None
     assert "Accepted publickey" not in node.log()
 
@@ -214,7 +244,7 @@ def test_hashed_and_multi_name_known_hosts_entries_match(fleet: SSHFleet, tmp_pa
     public = node.host_public_key
     known.write_text(
         "# comment\n"
-        f"{_hash_name(f'[127.0.0.1]:{node.port}')} {public}\n"
+        f"{paramiko.HostKeys.hash_host(f'[127.0.0.1]:{node.port}')} {public}\n"
         f"other.example,[127.0.0.1]:{fleet.node('node01').port} "
         f"{fleet.node('node01').host_public_key}\n"
     )
@@ -234,7 +264,8 @@ def test_revoked_host_key_is_refused(fleet: SSHFleet, tmp_path: Path) -> None:
     )
     with SSHTransport(fleet.ssh_config_path, known, use_agent=False) as t:
         error = node_error(t, "node01", "host-key-changed")
-    assert "@revoked" in error.message
+    assert isinstance(error, HostKeyRevokedError)
+    assert error.offered_fingerprint == fleet.node("node01").host_key_fingerprint
 
 
 # ------------------------------------------------------------------ authentication
@@ -246,8 +277,9 @@ def test_wrong_user_key_is_auth_failed_without_key_material(
 ) -> None:
     # key_file wins over the IdentityFile of ssh_config (which holds the right key).
     error = node_error(transport, "node01", "auth-failed", key_file=str(fleet.other_key_path))
-    assert str(fleet.other_key_path) in error.message
-    assert "ssh-ed25519 SHA256:" in error.message
+    assert isinstance(error, AuthError)
+    other = fingerprint_of(Path(f"{fleet.other_key_path}.pub").read_text())
+    assert error.tried == (f"{fleet.other_key_path} (ssh-ed25519 {other})",)
     private = fleet.other_key_path.read_text()
     assert "PRIVATE KEY" not in error.message
     assert not any(line in error.message for line in private.splitlines()[1:-1])
@@ -261,7 +293,7 @@ def test_key_file_logs_in_where_ssh_config_names_no_identity(
     config.write_text(re.sub(r"\n\s*IdentityFile .*", "", fleet.ssh_config_path.read_text()))
     with SSHTransport(config, fleet.known_hosts_path, use_agent=False) as t:
         error = node_error(t, "node02", "auth-failed")
-        assert "no usable key" in error.message
+        assert isinstance(error, AuthError) and error.tried == ()
         result = run(t, "node02", key_file=str(fleet.user_key_path))
     assert result.stdout == document("node02")
 
@@ -299,8 +331,8 @@ def test_closed_port_is_unreachable_after_jittered_retries(fleet: SSHFleet) -> N
         started = time.monotonic()
         error = node_error(t, "closed", "unreachable", timeouts=timeouts)
         elapsed = time.monotonic() - started
-    assert "connection refused" in error.message
-    assert "after 4 attempts" in error.message
+    assert isinstance(error, ConnectError) and error.errno == errno.ECONNREFUSED
+    assert error.attempts == 4
     # Three sleeps of 0.05, 0.1 and 0.2 s, each jittered by +-50 %.
     assert 0.175 <= elapsed < 2.0
 
@@ -315,7 +347,7 @@ def test_connection_dropped_before_the_banner_is_retried_a_bounded_number_of_tim
         fleet.ssh_config_path, fleet.known_hosts_path, use_agent=False, retry_backoff_s=0.02
     ) as t:
         error = node_error(t, "drop", "unreachable", timeouts=timeouts)
-    assert "closed the connection before the SSH banner" in error.message
+    assert isinstance(error, ConnectionClosedError) and error.phase == "the SSH banner"
     assert fleet.connections("drop") - before == 3
 
 
@@ -328,8 +360,9 @@ def test_connect_timeout_is_a_timeout_and_is_retried(fleet: SSHFleet) -> None:
         started = time.monotonic()
         error = node_error(t, "blackhole", "timeout", timeouts=timeouts)
         elapsed = time.monotonic() - started
-    assert "TCP connect timed out after 0.3 s" in error.message
-    assert "after 2 attempts" in error.message
+    assert isinstance(error, ConnectTimeoutError) and error.retryable
+    assert (error.phase, error.limit_s, error.node_deadline) == ("TCP connect", 0.3, False)
+    assert error.attempts == 2
     assert 0.6 <= elapsed < 2.0
 
 
@@ -353,8 +386,8 @@ def test_silent_node_times_out_on_the_banner_without_stalling_the_others(
     with concurrent.futures.ThreadPoolExecutor(len(names)) as pool:
         outcomes = dict(zip(names, pool.map(one, names)))
     silent = outcomes.pop("silent")
-    assert isinstance(silent, NodeError) and silent.kind == "timeout"
-    assert "SSH banner" in silent.message and "1.5 s" in silent.message
+    assert isinstance(silent, NodeTimeoutError)
+    assert (silent.phase, silent.limit_s) == ("waiting for the SSH banner", 1.5)
     assert 1.4 <= finished["silent"] < 3.0  # a banner timeout is not retried
     for name, outcome in outcomes.items():
         assert isinstance(outcome, RunResult) and outcome.stdout == document(name)
@@ -367,7 +400,7 @@ def test_node_deadline_caps_every_phase(fleet: SSHFleet, transport: SSHTransport
     started = time.monotonic()
     error = node_error(transport, "silent", "timeout", timeouts=timeouts)
     assert time.monotonic() - started < 2.0
-    assert "node deadline (1 s)" in error.message
+    assert isinstance(error, NodeTimeoutError) and error.node_deadline and error.limit_s == 1.0
 
 
 @ssh
@@ -376,7 +409,8 @@ def test_hanging_command_times_out_in_the_exec_phase(transport: SSHTransport) ->
     started = time.monotonic()
     error = node_error(transport, "hang", "timeout", timeouts=timeouts)
     assert 0.9 <= time.monotonic() - started < 3.0
-    assert "running the command timed out after 1 s" in error.message
+    assert isinstance(error, NodeTimeoutError) and not error.node_deadline
+    assert (error.phase, error.limit_s) == ("running the command", 1.0)
 
 
 @ssh
@@ -389,7 +423,7 @@ def test_connection_dropped_mid_run_is_unreachable(
         error = node_error(transport, "hang", "unreachable")
     finally:
         timer.cancel()
-    assert "dropped while the command ran" in error.message
+    assert isinstance(error, ConnectionLostError) and error.phase == "running the command"
 
 
 # ------------------------------------------------------------------ what the command does
@@ -428,7 +462,7 @@ def test_oversized_output_is_bad_output_without_reading_it_all(transport: SSHTra
         _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
-    assert "more than 65536 bytes" in error.message
+    assert isinstance(error, OutputTooLargeError) and error.limit_bytes == 64 * 1024
     assert time.monotonic() - started < 5
     assert peak < 6 * 1024 * 1024  # the node prints 10 MiB
 
@@ -481,7 +515,9 @@ def test_proxyjump_checks_the_bastion_host_key(fleet: SSHFleet, tmp_path: Path) 
     )
     with SSHTransport(fleet.ssh_config_path, known, use_agent=False) as t:
         error = node_error(t, "node01-via-bastion", "host-key-unknown")
-    assert error.message.startswith("jump host bastion: ")
+    assert isinstance(error, HostKeyUnknownError)
+    assert error.jump_host == "bastion" and error.port == port
+    assert error.message.startswith("jump host bastion: ")  # the record says where it failed
 
 
 @ssh
@@ -494,7 +530,8 @@ def test_proxyjump_to_a_closed_port_is_unreachable(fleet: SSHFleet, tmp_path: Pa
     )
     with SSHTransport(config, fleet.known_hosts_path, use_agent=False) as t:
         error = node_error(t, "closed-via-bastion", "unreachable")
-    assert "jump host bastion could not connect" in error.message
+    assert isinstance(error, ConnectError) and error.jump_host == "bastion"
+    assert error.port == fleet.node("closed").port
 
 
 # ------------------------------------------------------------------ cost per node
@@ -520,8 +557,6 @@ def test_controller_cpu_per_node(fleet: SSHFleet, transport: SSHTransport) -> No
 
 
 def test_indexed_ssh_config_answers_like_paramiko() -> None:
-    import paramiko
-
     text = (
         "Host *.example\n  User wild\n"
         "Host n0005 other\n  Port 1\n"
@@ -533,15 +568,15 @@ def test_indexed_ssh_config_answers_like_paramiko() -> None:
         "Match host n0007\n  Port 9\n"
     )
     plain = paramiko.SSHConfig.from_text(text)
-    indexed = _IndexedSSHConfig(plain)
+    indexed = IndexedSSHConfig(plain)
     for host in ("n0003", "n0005", "n0007", "n0299", "other", "a.example", "unknown"):
         assert indexed.lookup(host) == plain.lookup(host), host
 
 
 def test_jump_specs() -> None:
-    assert _parse_jump("bastion") == (None, "bastion", None)
-    assert _parse_jump("ops@bastion:2222") == ("ops", "bastion", 2222)
-    assert _parse_jump("ssh://ops@[::1]:2200") == ("ops", "::1", 2200)
+    assert parse_jump("bastion") == (None, "bastion", None)
+    assert parse_jump("ops@bastion:2222") == ("ops", "bastion", 2222)
+    assert parse_jump("ssh://ops@[::1]:2200") == ("ops", "::1", 2200)
 
 
 def test_known_hosts_index(tmp_path: Path) -> None:
@@ -554,13 +589,13 @@ def test_known_hosts_index(tmp_path: Path) -> None:
     path.write_text(
         f"# comment\n\n"
         f"alpha,[beta]:2222 ssh-ed25519 {blob_a}\n"
-        f"{_hash_name('gamma')} ssh-ed25519 {blob_b}\n"
+        f"{paramiko.HostKeys.hash_host('gamma')} ssh-ed25519 {blob_b}\n"
         f"*.lab ssh-ed25519 {blob_c}\n"
         f"@cert-authority *.corp ssh-ed25519 {blob_c}\n"
         f"@revoked * ssh-ed25519 {blob_b}\n"
         "broken line\n"
     )
-    index = _KnownHostsFile.load(str(path))
+    index = KnownHostsFile.load(str(path))
     assert [t for t, _ in index.lookup("alpha")] == ["ssh-ed25519"]
     assert index.lookup("[beta]:2222") == index.lookup("alpha")
     assert index.lookup("beta") == []
@@ -568,4 +603,321 @@ def test_known_hosts_index(tmp_path: Path) -> None:
     assert index.lookup("node.lab")[0][1] == base64.b64decode(blob_c)
     assert index.lookup("x.corp") == []
     assert index.revoked == {base64.b64decode(blob_b)}
-    assert _KnownHostsFile.load(str(tmp_path / "missing")).lookup("alpha") == []
+    assert KnownHostsFile.load(str(tmp_path / "missing")).lookup("alpha") == []
+
+
+# ------------------------------------------------------------------ jump loops and deadlines
+
+
+def finishes_within(seconds: float, call: Callable[[], T]) -> T:
+    """Run ``call`` on a daemon thread and fail the test if it is not done within ``seconds``:
+    a hang (the bug this guards against) fails instead of stalling the suite."""
+    outcome: list[T] = []
+    error: list[BaseException] = []
+
+    def body() -> None:
+        try:
+            outcome.append(call())
+        except BaseException as exc:
+            error.append(exc)
+
+    thread = threading.Thread(target=body, name="finishes-within", daemon=True)
+    thread.start()
+    thread.join(seconds)
+    if thread.is_alive():
+        pytest.fail(f"still running after {seconds:g} s (a hang)")
+    if error:
+        raise error[0]
+    return outcome[0]
+
+
+def raised(call: Callable[[], object]) -> Callable[[], NodeError]:
+    def body() -> NodeError:
+        with pytest.raises(NodeError) as caught:
+            call()
+        return caught.value
+
+    return body
+
+
+@ssh
+def test_host_star_proxyjump_is_a_jumphost_loop_not_a_hang(fleet: SSHFleet, tmp_path: Path) -> None:
+    # Issue 12: "Host *" gives the bastion itself "ProxyJump bastion"; connecting to it went
+    # through itself forever (a lock taken twice by one thread, past every deadline).
+    config = tmp_path / "ssh_config"
+    config.write_text(fleet.ssh_config_path.read_text() + "\nHost *\n    ProxyJump bastion\n")
+    bastion = fleet.node("bastion")
+    before = bastion.log().count("Connection from")
+    with (
+        SSHTransport(config, fleet.known_hosts_path, use_agent=False) as t,
+        concurrent.futures.ThreadPoolExecutor(4) as pool,
+    ):
+        futures = [
+            pool.submit(finishes_within, 5, raised(lambda n=n: run(t, n)))
+            for n in ("node01", "node02", "node01-via-bastion", "bastion")
+        ]
+        errors = [future.result() for future in futures]
+    for error in errors:
+        assert isinstance(error, JumpLoopError)
+        assert error.kind == "unreachable" and not error.retryable
+        assert error.chain == ("bastion", "bastion")
+        assert error.message.startswith("jumphost loop via bastion")
+        assert "ProxyJump none" in error.message  # the way out
+    assert [e.node for e in errors] == ["node01", "node02", "node01-via-bastion", "bastion"]
+    assert bastion.log().count("Connection from") == before  # refused before connecting
+
+
+@ssh
+def test_a_jump_loop_through_two_hosts_is_refused(fleet: SSHFleet, tmp_path: Path) -> None:
+    port = fleet.node("bastion").port
+    config = tmp_path / "ssh_config"
+    config.write_text(
+        f"Host hop-a\n    HostName 127.0.0.1\n    Port {port}\n    ProxyJump hop-b\n"
+        f"Host hop-b\n    HostName 127.0.0.1\n    Port {port}\n    ProxyJump hop-a\n"
+        f"Host target\n    HostName 127.0.0.1\n    Port {fleet.node('node01').port}\n"
+        "    ProxyJump hop-a\n"
+    )
+    with SSHTransport(config, fleet.known_hosts_path, use_agent=False) as t:
+        error = finishes_within(5, raised(lambda: run(t, "target")))
+    assert isinstance(error, JumpLoopError)
+    assert error.chain == ("hop-a", "hop-b", "hop-a")
+    assert error.message.startswith("jumphost loop via hop-a (hop-a -> hop-b -> hop-a)")
+
+
+@ssh
+def test_a_jump_host_chain_without_a_loop_still_connects_with_host_star(
+    fleet: SSHFleet, tmp_path: Path
+) -> None:
+    # The way out the loop message names: the bastion's own block says ProxyJump none.
+    config = tmp_path / "ssh_config"
+    config.write_text(
+        "Host bastion\n    ProxyJump none\n\n"
+        + fleet.ssh_config_path.read_text()
+        + "\nHost *\n    ProxyJump bastion\n"
+    )
+    with SSHTransport(config, fleet.known_hosts_path, use_agent=False) as t:
+        result = finishes_within(10, lambda: run(t, "node02"))
+    assert result.stdout == document("node02")
+
+
+@ssh
+def test_waiting_for_another_threads_jump_connection_ends_at_the_node_deadline(
+    fleet: SSHFleet, tmp_path: Path
+) -> None:
+    # "silent" accepts TCP and never speaks SSH: the first thread holds the jump host's
+    # connection lock for its whole (long) deadline; the second must give up at its own.
+    config = tmp_path / "ssh_config"
+    config.write_text(
+        fleet.ssh_config_path.read_text()
+        + f"\nHost via-silent\n    HostName 127.0.0.1\n    Port {fleet.node('node01').port}\n"
+        "    ProxyJump silent\n"
+    )
+    slow = Timeouts(connect_s=5, banner_s=5, auth_s=5, exec_s=5, node_s=3, retries=0)
+    quick = Timeouts(connect_s=5, banner_s=5, auth_s=5, exec_s=5, node_s=0.5, retries=0)
+    with SSHTransport(config, fleet.known_hosts_path, use_agent=False) as t:
+        first = threading.Thread(
+            target=raised(lambda: run(t, "via-silent", timeouts=slow)),
+            daemon=True,
+        )
+        first.start()
+        time.sleep(0.3)  # the first thread is now connecting to the jump host
+        started = time.monotonic()
+        error = finishes_within(5, raised(lambda: run(t, "via-silent", timeouts=quick)))
+        waited = time.monotonic() - started
+        first.join(5)
+    assert isinstance(error, NodeTimeoutError)
+    assert error.node_deadline and error.limit_s == 0.5
+    assert error.phase == "waiting for the connection to jump host silent"
+    assert waited < 1.0
+
+
+# ------------------------------------------------------------------ errors carry their data
+
+
+@ssh
+def test_error_fields_say_what_failed_where(fleet: SSHFleet, transport: SSHTransport) -> None:
+    unknown = node_error(transport, "unknown", "host-key-unknown")
+    assert isinstance(unknown, HostKeyUnknownError)
+    assert (unknown.host, unknown.port) == ("127.0.0.1", fleet.node("unknown").port)
+    assert unknown.offered_fingerprint == fleet.node("unknown").host_key_fingerprint
+    assert unknown.key_type == "ssh-ed25519"
+    assert unknown.known_hosts_name == f"[127.0.0.1]:{fleet.node('unknown').port}"
+    assert unknown.known_hosts_path == str(fleet.known_hosts_path)
+    assert unknown.known_types == ()
+
+    changed = node_error(transport, "changed", "host-key-changed")
+    assert isinstance(changed, HostKeyChangedError)
+    assert changed.offered_fingerprint == fleet.node("changed").host_key_fingerprint
+    name = f"[127.0.0.1]:{fleet.node('changed').port} "
+    (line,) = (x for x in fleet.known_hosts_path.read_text().splitlines() if x.startswith(name))
+    recorded = line.split(maxsplit=1)[1]
+    assert changed.expected_fingerprint == fingerprint_of(recorded)
+    assert changed.expected_fingerprint != changed.offered_fingerprint
+
+    refused = node_error(transport, "closed", "unreachable")
+    assert isinstance(refused, ConnectError) and refused.retryable
+    assert refused.errno == errno.ECONNREFUSED and refused.port == fleet.node("closed").port
+
+    login = node_error(transport, "node01", "auth-failed", key_file=str(fleet.other_key_path))
+    assert isinstance(login, AuthError)
+    assert login.user == fleet.user
+    assert len(login.tried) == 1 and login.tried[0].startswith(str(fleet.other_key_path))
+
+    banner = node_error(transport, "silent", "timeout", timeouts=replace(FAST, banner_s=0.5))
+    assert isinstance(banner, NodeTimeoutError) and not banner.retryable
+    assert (banner.phase, banner.limit_s, banner.node_deadline) == (
+        "waiting for the SSH banner",
+        0.5,
+        False,
+    )
+
+    big = node_error(transport, "oversized", "bad-output", max_stdout=1024)
+    assert isinstance(big, OutputTooLargeError) and big.limit_bytes == 1024
+
+
+@ssh
+def test_retried_errors_count_their_attempts(fleet: SSHFleet) -> None:
+    timeouts = replace(FAST, retries=2)
+    with SSHTransport(
+        fleet.ssh_config_path, fleet.known_hosts_path, use_agent=False, retry_backoff_s=0.01
+    ) as t:
+        dropped = node_error(t, "drop", "unreachable", timeouts=timeouts)
+        unknown = node_error(t, "unknown", "host-key-unknown", timeouts=timeouts)
+    assert isinstance(dropped, ConnectionClosedError) and dropped.attempts == 3
+    assert dropped.phase == "the SSH banner"
+    assert unknown.attempts == 1  # a host key problem is never retried
+
+
+# ------------------------------------------------------------------ the paramiko adapter
+
+
+def test_paramiko_adapter_still_sees_the_parsed_blocks() -> None:
+    """Fails loudly when a new paramiko stops keeping ``SSHConfig._config`` as a list of dicts
+    (the host index would silently fall back to slow lookups): see ``ssh/_paramiko.py``."""
+    config = paramiko.SSHConfig.from_text("Host a b\n  Port 2\nHost *\n  User x\n")
+    entries = config_entries(config)
+    assert entries is not None, f"paramiko {paramiko.__version__} changed SSHConfig internals"
+    assert [entry.get("host") for entry in entries][-2:] == [["a", "b"], ["*"]]
+    assert has_match_exec(paramiko.SSHConfig.from_text("Match exec true\n  User x\n"))
+    assert not has_match_exec(paramiko.SSHConfig.from_text("Host a\n  Port 2\n"))
+    assert config_from_entries(entries).lookup("a") == config.lookup("a")
+    assert IndexedSSHConfig(config).indexed
+
+
+def test_paramiko_adapter_can_wait_for_an_exit_status_with_a_deadline() -> None:
+    """``wait_exit_status`` relies on ``Channel.status_event``; without it, it polls."""
+    channel = paramiko.Channel(0)
+    assert isinstance(channel.status_event, threading.Event), "paramiko changed Channel"
+    started = time.monotonic()
+    assert not wait_exit_status(channel, 0.05)
+    assert time.monotonic() - started < 1
+    channel.status_event.set()
+    assert wait_exit_status(channel, 0.05)
+
+
+def test_paramiko_adapter_keeps_invoke_out_of_start_up_and_brings_it_back() -> None:
+    """``import vlcalc.transport.ssh`` must not import invoke (~55 ms of start-up), and a
+    ``Match exec`` config must still work: both rely on ``paramiko.config``'s module globals
+    ``invoke``/``invoke_import_error``.  Run in a fresh interpreter."""
+    code = (
+        "import sys\n"
+        "import vlcalc.transport.ssh\n"
+        "import paramiko.config as pc\n"
+        "assert 'invoke' not in sys.modules, 'invoke imported at start-up'\n"
+        "assert hasattr(pc, 'invoke') and hasattr(pc, 'invoke_import_error'), dir(pc)\n"
+        "from vlcalc.transport.ssh.config import read_ssh_config\n"
+        "import tempfile, os\n"
+        "path = os.path.join(tempfile.mkdtemp(), 'config')\n"
+        "open(path, 'w').write('Match exec true\\n  Port 2200\\n')\n"
+        "assert read_ssh_config([path]).lookup('x')['port'] == '2200'\n"
+        "assert 'invoke' in sys.modules\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stderr
+
+
+@ssh
+def test_a_locked_known_hosts_file_holds_accept_new_only_until_the_node_deadline(
+    fleet: SSHFleet, tmp_path: Path
+) -> None:
+    import fcntl
+
+    known = tmp_path / "known_hosts"
+    shutil.copy(fleet.known_hosts_path, known)
+    timeouts = replace(FAST, node_s=1.0)
+    with (
+        open(known, "a") as held,
+        SSHTransport(fleet.ssh_config_path, known, accept_new=True, use_agent=False) as t,
+    ):
+        fcntl.flock(held.fileno(), fcntl.LOCK_EX)  # as another ssh or vlcalc process would
+        started = time.monotonic()
+        error = finishes_within(5, raised(lambda: run(t, "unknown", timeouts=timeouts)))
+        waited = time.monotonic() - started
+    assert isinstance(error, NodeTimeoutError) and error.node_deadline
+    assert error.phase == f"waiting for the lock of {known}"
+    assert 0.9 <= waited < 2.0
+    assert fleet.known_hosts_line("unknown") not in known.read_text()
+
+
+def route_resolver(text: str) -> Callable[[str, int | None, str | None], Endpoint]:
+    config = IndexedSSHConfig(paramiko.SSHConfig.from_text(text))
+
+    def resolver(host: str, port: int | None, user: str | None) -> Endpoint:
+        return resolve(config, host, port, user, None, known_hosts_path="/dev/null")
+
+    return resolver
+
+
+def test_jump_routes_that_end_are_allowed_and_loops_refused() -> None:
+    resolver = route_resolver("Host b\n  ProxyJump none\nHost *\n  ProxyJump b\n")
+    check_jump_route(resolver("node", None, None), resolver)
+    # An explicit chain through the same host twice ends (OpenSSH allows it too).
+    explicit = route_resolver("Host node\n  ProxyJump b,b\n")
+    check_jump_route(explicit("node", None, None), explicit)
+
+    looping = route_resolver("Host *\n  ProxyJump b\n")
+    with pytest.raises(JumpLoopError) as caught:
+        check_jump_route(looping("node", None, None), looping)
+    assert caught.value.chain == ("b", "b") and caught.value.kind == "unreachable"
+
+    chain = "".join(f"Host h{i}\n  ProxyJump h{i + 1}\n" for i in range(12))
+    long = route_resolver(chain)
+    with pytest.raises(JumpLoopError) as too_long:
+        check_jump_route(long("h0", None, None), long)
+    assert too_long.value.chain[:3] == ("h1", "h2", "h3")
+    assert too_long.value.message.startswith(f"ProxyJump route longer than {MAX_JUMPS} hosts")
+
+
+def test_node_error_hierarchy() -> None:
+    # The constructor the scan and the probe runner use stays valid.
+    plain = NodeError("probe-failed", "exit 3", node="n1")
+    assert (plain.kind, plain.message, str(plain), plain.retryable) == (
+        "probe-failed",
+        "exit 3",
+        "n1: exit 3",
+        False,
+    )
+    retryable = {
+        cls.__name__
+        for cls in (
+            ConnectError,
+            ConnectTimeoutError,
+            ConnectionClosedError,
+            NameLookupRetryError,
+            NameLookupError,
+            ConnectionLostError,
+            NodeTimeoutError,
+            AuthError,
+            HostKeyUnknownError,
+            HostKeyChangedError,
+            JumpLoopError,
+            OutputTooLargeError,
+        )
+        if cls.retryable
+    }
+    assert retryable == {
+        "ConnectError",
+        "ConnectTimeoutError",
+        "ConnectionClosedError",
+        "NameLookupRetryError",
+    }

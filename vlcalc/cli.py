@@ -553,11 +553,11 @@ def _try_arg(spec: str) -> str:
     return "" if parsed is None else ",".join(str(vl) for vl in parsed.vls())
 
 
-def _usage_message(exc: typer.TyperException) -> str:
+def _usage_message(exc: Exception) -> str:
     """typer's usage errors as one plain line, without its box or pydantic's wording.
 
     >>> _usage_message(typer.BadParameter("Input should be a valid integer", param_hint="--forks"))
-    "--forks: Input should be a valid integer"
+    '--forks: Input should be a valid integer'
     """
     if isinstance(exc, typer.BadParameter) and exc.message:
         names = getattr(exc.param, "opts", None) or []
@@ -581,6 +581,17 @@ def _usage_message(exc: typer.TyperException) -> str:
     else:
         text = exc.format_message() if hasattr(exc, "format_message") else str(exc)
     return " ".join(text.split())
+
+
+def _usage_errors() -> tuple[type[Exception], ...]:
+    """The root of click's usage errors: typer >= 0.22 vendors click (``typer.TyperException``);
+    older typer (what pip picks on Python 3.9) raises the ``click`` package's own."""
+    root = getattr(typer, "TyperException", None)
+    if root is not None:
+        return (root,)
+    import click  # only older typer depends on it
+
+    return (click.ClickException,)
 
 
 def _is_nan(value: object) -> bool:
@@ -621,7 +632,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
         code = command.main(args=argv, prog_name="vlcalc", standalone_mode=False)
     except typer.Abort:
         code = ExitCode.INTERRUPTED
-    except typer.TyperException as exc:
+    except _usage_errors() as exc:
         context = getattr(exc, "ctx", None)
         where = context.command_path if context is not None else "vlcalc"
         _err(f"{_usage_message(exc)} (see '{where} --help')")

@@ -7,6 +7,10 @@ an exit code.  Per-node failures during a scan are *not* exceptions: they are va
 
 from __future__ import annotations
 
+from typing import ClassVar
+
+from vlcalc.model import ErrorKind
+
 
 class VlcalcError(Exception):
     """Root of every error vlcalc raises on purpose."""
@@ -60,15 +64,285 @@ class InventoryError(InputError):
 
 class NodeError(VlcalcError):
     """One node could not be probed.  Raised inside the transport, caught by the scan and stored as
-    a value; it never aborts a scan.
+    a value (``kind`` and ``message`` go into the node's error record); it never aborts a scan.
 
-    ``kind`` is one of the documented node error kinds (``unreachable``, ``auth-failed``,
-    ``host-key-unknown``, ``host-key-changed``, ``timeout``, ``sudo-failed``, ``no-python``,
-    ``probe-failed``, ``bad-output``, ``interrupted``, or a kind from the probe document itself).
+    ``kind`` is one of :class:`vlcalc.model.ErrorKind` (or a kind from the probe document itself,
+    kept as its string).  ``node`` is the inventory name; ``host``/``port`` where vlcalc tried to
+    connect, when known.  The subclasses below carry the data of their failure as fields, the way
+    paramiko's ``BadHostKeyException`` carries ``hostname``, ``key`` and ``expected_key``, so
+    callers and tests read fields instead of parsing messages.  ``retryable`` (a class attribute)
+    says whether a new connection attempt may help; ``attempts`` is how many were made;
+    ``jump_host`` is the ProxyJump host the failure happened at or through (``host``/``port`` then
+    say which machine).
+
+    Example: ``NodeError("unreachable", "connection refused", node="node01")``;
+    ``str(exc) == "node01: connection refused"``.
     """
 
-    def __init__(self, kind: str, message: str, *, node: str | None = None):
+    retryable: ClassVar[bool] = False
+
+    def __init__(
+        self,
+        kind: ErrorKind | str,
+        message: str,
+        *,
+        node: str | None = None,
+        host: str | None = None,
+        port: int | None = None,
+    ):
         self.kind = kind
         self.message = message
         self.node = node
-        super().__init__(f"{node}: {message}" if node else message)
+        self.host = host
+        self.port = port
+        self.jump_host: str | None = None
+        self.attempts = 1
+        super().__init__(message)
+
+    def __str__(self) -> str:
+        # ``node`` is often filled in after the fact (the transport knows the inventory name only
+        # at its top), so the text is composed when asked for.
+        return f"{self.node}: {self.message}" if self.node else self.message
+
+
+class ConfigError(NodeError):
+    """The SSH client configuration for this node cannot be used (unreadable ssh_config, a bad
+    ``Port``, a ``Match exec`` that fails).  ``path`` is the file, when one is to blame."""
+
+    def __init__(self, message: str, *, path: str | None = None, host: str | None = None):
+        super().__init__(ErrorKind.UNREACHABLE, message, host=host)
+        self.path = path
+
+
+class JumpLoopError(ConfigError):
+    """ProxyJump hosts that lead back to themselves (OpenSSH: "jumphost loop via X").  ``chain``
+    is the route from the first jump host to the one that repeats, e.g. ``("bastion",
+    "bastion")``."""
+
+    def __init__(self, message: str, *, chain: tuple[str, ...]):
+        super().__init__(message, host=chain[-1] if chain else None)
+        self.chain = chain
+
+
+class ConnectError(NodeError):
+    """No TCP connection (refused, no route, reset), or a jump host could not open the forwarded
+    connection.  ``errno`` is the OS error number when there was one.  Retryable."""
+
+    retryable = True
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        host: str,
+        port: int,
+        errno: int | None = None,
+        jump_host: str | None = None,
+    ):
+        super().__init__(ErrorKind.UNREACHABLE, message, host=host, port=port)
+        self.errno = errno
+        self.jump_host = jump_host
+
+
+class NameLookupError(NodeError):
+    """The host name does not resolve.  ``gai_errno`` is ``getaddrinfo``'s error number."""
+
+    def __init__(self, message: str, *, host: str, port: int, gai_errno: int | None):
+        super().__init__(ErrorKind.UNREACHABLE, message, host=host, port=port)
+        self.gai_errno = gai_errno
+
+
+class NameLookupRetryError(NameLookupError):
+    """A temporary name lookup failure (``EAI_AGAIN``): worth another attempt."""
+
+    retryable = True
+
+
+class ConnectionClosedError(NodeError):
+    """The server accepted TCP and closed it before the SSH handshake ended (sshd's MaxStartups,
+    not an SSH server).  ``phase`` names what was awaited.  Retryable."""
+
+    retryable = True
+
+    def __init__(self, message: str, *, host: str, port: int, phase: str):
+        super().__init__(ErrorKind.UNREACHABLE, message, host=host, port=port)
+        self.phase = phase
+
+
+class ConnectionLostError(NodeError):
+    """An established connection failed (handshake error, dropped during authentication or
+    while the command ran).  ``phase`` names what was going on.  Not retried: the node may have
+    started the command."""
+
+    def __init__(self, message: str, *, host: str | None, port: int | None, phase: str):
+        super().__init__(ErrorKind.UNREACHABLE, message, host=host, port=port)
+        self.phase = phase
+
+
+class NodeTimeoutError(NodeError):
+    """A phase or the whole node ran out of time.  ``phase`` names it (``"TCP connect"``,
+    ``"authentication"``...), ``limit_s`` is the limit that expired and ``node_deadline`` says
+    whether that was the node deadline rather than the phase's own limit."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        phase: str,
+        limit_s: float,
+        node_deadline: bool,
+        host: str | None = None,
+        port: int | None = None,
+    ):
+        super().__init__(ErrorKind.TIMEOUT, message, host=host, port=port)
+        self.phase = phase
+        self.limit_s = limit_s
+        self.node_deadline = node_deadline
+
+
+class ConnectTimeoutError(NodeTimeoutError):
+    """The TCP connect (or the forwarded connection through a jump host) timed out.  Retryable."""
+
+    retryable = True
+
+
+class HostKeyError(NodeError):
+    """The server's host key is not the one known_hosts expects.  ``key_type`` and
+    ``offered_fingerprint`` (``SHA256:...``) describe what the server offered, ``known_hosts_name``
+    is the name looked up (``[host]:port``) and ``known_hosts_path`` the file to fix."""
+
+    def __init__(
+        self,
+        kind: ErrorKind,
+        message: str,
+        *,
+        host: str,
+        port: int,
+        known_hosts_name: str,
+        known_hosts_path: str,
+        key_type: str,
+        offered_fingerprint: str,
+    ):
+        super().__init__(kind, message, host=host, port=port)
+        self.known_hosts_name = known_hosts_name
+        self.known_hosts_path = known_hosts_path
+        self.key_type = key_type
+        self.offered_fingerprint = offered_fingerprint
+
+
+class HostKeyUnknownError(HostKeyError):
+    """known_hosts has no key of this type for the host.  ``known_types`` are the key types it
+    does have (often none)."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        host: str,
+        port: int,
+        known_hosts_name: str,
+        known_hosts_path: str,
+        key_type: str,
+        offered_fingerprint: str,
+        known_types: tuple[str, ...] = (),
+    ):
+        super().__init__(
+            ErrorKind.HOST_KEY_UNKNOWN,
+            message,
+            host=host,
+            port=port,
+            known_hosts_name=known_hosts_name,
+            known_hosts_path=known_hosts_path,
+            key_type=key_type,
+            offered_fingerprint=offered_fingerprint,
+        )
+        self.known_types = known_types
+
+
+class HostKeyChangedError(HostKeyError):
+    """known_hosts has a different key of the same type: ``expected_fingerprints`` (for a
+    ``@revoked`` key: none)."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        host: str,
+        port: int,
+        known_hosts_name: str,
+        known_hosts_path: str,
+        key_type: str,
+        offered_fingerprint: str,
+        expected_fingerprints: tuple[str, ...] = (),
+    ):
+        super().__init__(
+            ErrorKind.HOST_KEY_CHANGED,
+            message,
+            host=host,
+            port=port,
+            known_hosts_name=known_hosts_name,
+            known_hosts_path=known_hosts_path,
+            key_type=key_type,
+            offered_fingerprint=offered_fingerprint,
+        )
+        self.expected_fingerprints = expected_fingerprints
+
+    @property
+    def expected_fingerprint(self) -> str | None:
+        """The first expected fingerprint (known_hosts usually has one key per type)."""
+        return self.expected_fingerprints[0] if self.expected_fingerprints else None
+
+
+class HostKeyRevokedError(HostKeyChangedError):
+    """The offered key is marked ``@revoked`` in known_hosts."""
+
+
+class AuthError(NodeError):
+    """Public-key login failed.  ``user`` is the login name, ``tried`` the keys offered (path or
+    agent comment with type and fingerprint, never key material), ``allowed_methods`` what the
+    server said it accepts (``None``: it did not say), ``skipped`` the key files that could not be
+    used and why."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        host: str,
+        port: int,
+        user: str,
+        tried: tuple[str, ...],
+        allowed_methods: tuple[str, ...] | None = None,
+        skipped: tuple[str, ...] = (),
+    ):
+        super().__init__(ErrorKind.AUTH_FAILED, message, host=host, port=port)
+        self.user = user
+        self.tried = tried
+        self.allowed_methods = allowed_methods
+        self.skipped = skipped
+
+
+class OutputTooLargeError(NodeError):
+    """The command printed more than ``limit_bytes`` on stdout; reading stopped there."""
+
+    def __init__(self, message: str, *, limit_bytes: int):
+        super().__init__(ErrorKind.BAD_OUTPUT, message)
+        self.limit_bytes = limit_bytes
+
+
+class CommandFailedError(NodeError):
+    """The command ran but its answer is unusable: ``exit_status`` (``None`` when it never
+    reported one) and the last bytes of its stderr, ``stderr_tail``.  For judges of a node's
+    answer (``sudo-failed``, ``no-python``, ``probe-failed``)."""
+
+    def __init__(
+        self,
+        kind: ErrorKind | str,
+        message: str,
+        *,
+        node: str | None = None,
+        exit_status: int | None,
+        stderr_tail: bytes = b"",
+    ):
+        super().__init__(kind, message, node=node)
+        self.exit_status = exit_status
+        self.stderr_tail = stderr_tail

@@ -2,9 +2,10 @@
 with ``ansible_connection: local``), with the same contract as the SSH transport.
 
 ``LocalTransport().run(target, "python3 -", probe_source, timeouts=Timeouts(), max_stdout=1 << 20)``
-returns a :class:`RunResult`; it raises :class:`NodeError` ``timeout`` when the command outlives
-``min(exec_s, node_s)`` (the command's process group is killed), and ``bad-output`` when stdout
-exceeds ``max_stdout`` bytes (reading stops there and the process group is killed).
+returns a :class:`RunResult`; it raises :class:`NodeTimeoutError` (kind ``timeout``) when the
+command outlives ``min(exec_s, node_s)`` (the command's process group is killed), and
+:class:`OutputTooLargeError` (``bad-output``) when stdout exceeds ``max_stdout`` bytes (reading
+stops there and the process group is killed).
 """
 
 from __future__ import annotations
@@ -16,7 +17,8 @@ import signal
 import subprocess
 import time
 
-from vlcalc.errors import NodeError
+from vlcalc.errors import NodeError, NodeTimeoutError, OutputTooLargeError
+from vlcalc.model import ErrorKind
 from vlcalc.transport.base import RunResult, Target, Timeouts
 
 STDERR_TAIL_BYTES = 4096
@@ -49,59 +51,51 @@ class LocalTransport:
             )
         except OSError as exc:
             raise NodeError(
-                "unreachable", f"cannot start {_SHELL}: {exc.strerror or exc}", node=target.name
+                ErrorKind.UNREACHABLE,
+                f"cannot start {_SHELL}: {exc.strerror or exc}",
+                node=target.name,
             ) from exc
         try:
-            stdout, stderr = _communicate(process, stdin, deadline, max_stdout)
-        except _Overflow:
+            stdout, stderr = _communicate(process, stdin, deadline, timeouts, max_stdout)
+            left = max(0.0, deadline - time.monotonic())
+            try:
+                status = process.wait(timeout=left)
+            except subprocess.TimeoutExpired:
+                raise _timeout(timeouts, "it closed its output but did not exit") from None
+            _close_pipes(process)
+        except NodeError as failure:
             _kill(process)
-            raise NodeError(
-                "bad-output",
-                f"the command printed more than {max_stdout} bytes on stdout; stopped reading"
-                " and killed it",
-                node=target.name,
-            ) from None
-        except _Deadline as exc:
-            _kill(process)
-            raise NodeError(
-                "timeout",
-                f"running the command timed out after {limit_s:g} s: {exc}",
-                node=target.name,
-            ) from None
+            failure.node = target.name
+            raise
         except BaseException:
             _kill(process)
             raise
-        left = max(0.0, deadline - time.monotonic())
-        try:
-            status = process.wait(timeout=left)
-            _close_pipes(process)
-        except subprocess.TimeoutExpired:
-            _kill(process)
-            raise NodeError(
-                "timeout",
-                f"running the command timed out after {limit_s:g} s: it closed its output but"
-                " did not exit",
-                node=target.name,
-            ) from None
         return RunResult(exit_status=status, stdout=stdout, stderr_tail=stderr[-STDERR_TAIL_BYTES:])
 
     def close(self) -> None:
         """Nothing is pooled."""
 
 
-class _Overflow(Exception):
-    pass
-
-
-class _Deadline(Exception):
-    pass
+def _timeout(timeouts: Timeouts, what: str) -> NodeTimeoutError:
+    limit_s = min(timeouts.exec_s, timeouts.node_s)
+    return NodeTimeoutError(
+        f"running the command timed out after {limit_s:g} s: {what}",
+        phase="running the command",
+        limit_s=limit_s,
+        node_deadline=timeouts.node_s < timeouts.exec_s,
+    )
 
 
 def _communicate(
-    process: subprocess.Popen[bytes], stdin: bytes, deadline: float, max_stdout: int
+    process: subprocess.Popen[bytes],
+    stdin: bytes,
+    deadline: float,
+    timeouts: Timeouts,
+    max_stdout: int,
 ) -> tuple[bytes, bytes]:
     """Write stdin and read stdout and stderr together, like ``Popen.communicate`` but with a
-    stdout cap and a bounded stderr tail."""
+    stdout cap and a bounded stderr tail.  Raises :class:`NodeTimeoutError` at ``deadline`` and
+    :class:`OutputTooLargeError` past ``max_stdout``."""
     assert process.stdin is not None and process.stdout is not None
     assert process.stderr is not None
     stdout = bytearray()
@@ -119,7 +113,7 @@ def _communicate(
         while len(selector.get_map()) > 0:
             left = deadline - time.monotonic()
             if left <= 0:
-                raise _Deadline(f"{len(stdout)} bytes of stdout so far")
+                raise _timeout(timeouts, f"{len(stdout)} bytes of stdout so far")
             for key, _ in selector.select(left):
                 stream = key.fileobj
                 if stream is process.stdin:
@@ -142,7 +136,11 @@ def _communicate(
                 if stream is process.stdout:
                     stdout += chunk
                     if len(stdout) > max_stdout:
-                        raise _Overflow
+                        raise OutputTooLargeError(
+                            f"the command printed more than {max_stdout} bytes on stdout;"
+                            " stopped reading and killed it",
+                            limit_bytes=max_stdout,
+                        )
                 else:
                     stderr += chunk
                     if len(stderr) > 4 * STDERR_TAIL_BYTES:

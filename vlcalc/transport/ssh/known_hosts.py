@@ -1,0 +1,261 @@
+"""known_hosts: an index of OpenSSH's file, the host-key check, and accept-new recording.
+
+Example::
+
+    index = KnownHostsFile.load("~/.ssh/known_hosts")   # path already expanded
+    index.lookup(known_hosts_name("10.0.0.1", 2222))   # [("ssh-ed25519", b"...blob...")]
+"""
+
+from __future__ import annotations
+
+import base64
+import fnmatch
+import hashlib
+import os
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from vlcalc.errors import HostKeyChangedError, HostKeyRevokedError, HostKeyUnknownError
+from vlcalc.transport.ssh._paramiko import paramiko
+from vlcalc.transport.ssh.deadlines import Attempt, acquire
+
+if TYPE_CHECKING:
+    from vlcalc.transport.ssh.config import Endpoint
+
+_RSA = frozenset({"ssh-rsa", "rsa-sha2-256", "rsa-sha2-512"})
+
+
+def known_hosts_name(host: str, port: int) -> str:
+    """The name OpenSSH looks up and writes: ``host`` on port 22, ``[host]:port`` otherwise.
+
+    >>> known_hosts_name("node01", 2222)
+    '[node01]:2222'
+    """
+    return host if port == 22 else f"[{host}]:{port}"
+
+
+def fingerprint(key_type: str, blob: bytes) -> str:
+    """OpenSSH's ``SHA256:...`` fingerprint of a public key blob, by paramiko's
+    ``PKey.fingerprint``; for a key type this paramiko cannot load, its type and a note."""
+    try:
+        return str(paramiko.PKey.from_type_string(key_type, blob).fingerprint)
+    except (paramiko.SSHException, ValueError, TypeError):
+        return f"({key_type} key paramiko cannot read)"
+
+
+def same_key_family(a: str, b: str) -> bool:
+    return a == b or (a in _RSA and b in _RSA)
+
+
+@dataclass
+class KnownHostsFile:
+    """An index of one OpenSSH known_hosts file: plain names, hashed names, wildcard patterns.
+
+    paramiko's ``HostKeys.load`` re-checks every line against all earlier ones (quadratic in the
+    file size, with an HMAC per hashed line); this index parses each line once and compares raw
+    key blobs, so a 1,000-host file costs milliseconds.
+    """
+
+    path: str
+    plain: dict[str, list[tuple[str, bytes]]] = field(default_factory=dict)
+    hashed: list[tuple[Any, Any, bytes, str, bytes]] = field(default_factory=list)
+    patterns: list[tuple[str, str, bytes]] = field(default_factory=list)
+    revoked: set[bytes] = field(default_factory=set)
+
+    @classmethod
+    def load(cls, path: str) -> KnownHostsFile:
+        index = cls(path)
+        try:
+            with open(path, encoding="utf-8", errors="replace") as handle:
+                lines = handle.read().splitlines()
+        except FileNotFoundError:
+            return index
+        for line in lines:
+            index.add_line(line)
+        return index
+
+    def add_line(self, line: str) -> None:
+        fields = line.split()
+        if not fields or fields[0].startswith("#"):
+            return
+        marker = None
+        if fields[0].startswith("@"):
+            marker, fields = fields[0], fields[1:]
+        if len(fields) < 3:
+            return
+        names, key_type, key_b64 = fields[0], fields[1], fields[2]
+        try:
+            blob = base64.b64decode(key_b64, validate=True)
+        except ValueError:
+            return
+        if marker == "@revoked":
+            self.revoked.add(blob)
+            return
+        if marker is not None:  # @cert-authority: host certificates are not supported
+            return
+        self.add(names, key_type, blob)
+
+    def add(self, names: str, key_type: str, blob: bytes) -> None:
+        if names.startswith("|1|"):
+            try:
+                _, _, salt_b64, digest_b64 = names.split("|", 3)
+                salt, digest = base64.b64decode(salt_b64), base64.b64decode(digest_b64)
+            except ValueError:
+                return
+            # HMAC-SHA1 with its key pads hashed once: a lookup must try every hashed line, and
+            # this is 0.9 us a line instead of hmac.new's 3.3 us (1,000 hosts: 0.9 ms a node).
+            key = (salt if len(salt) <= 64 else hashlib.sha1(salt).digest()).ljust(64, b"\0")
+            inner = hashlib.sha1(bytes(byte ^ 0x36 for byte in key))
+            outer = hashlib.sha1(bytes(byte ^ 0x5C for byte in key))
+            self.hashed.append((inner, outer, digest, key_type, blob))
+            return
+        for name in names.split(","):
+            if name.startswith("!"):
+                continue  # negated patterns only ever remove matches; rare in practice
+            if any(ch in name for ch in "*?"):
+                self.patterns.append((name, key_type, blob))
+            else:
+                self.plain.setdefault(name, []).append((key_type, blob))
+
+    def lookup(self, name: str) -> list[tuple[str, bytes]]:
+        found = list(self.plain.get(name, ()))
+        encoded = name.encode()
+        for inner, outer, digest, key_type, blob in self.hashed:
+            first = inner.copy()
+            first.update(encoded)
+            second = outer.copy()
+            second.update(first.digest())
+            if second.digest() == digest:
+                found.append((key_type, blob))
+        for pattern, key_type, blob in self.patterns:
+            if fnmatch.fnmatchcase(name, pattern):
+                found.append((key_type, blob))
+        return found
+
+
+def check_host_key(
+    offered: paramiko.PKey,
+    endpoint: Endpoint,
+    indexes: list[KnownHostsFile],
+    known: list[tuple[str, bytes]],
+    *,
+    accept_new: bool,
+) -> bool:
+    """Judge the key a server ``offered`` against ``known`` (its known_hosts entries).
+
+    Returns ``False`` when the key is known, ``True`` when it is new and ``accept_new`` allows
+    recording it; raises :class:`HostKeyRevokedError`, :class:`HostKeyChangedError` or
+    :class:`HostKeyUnknownError` otherwise.
+    """
+    key_type, blob = offered.get_name(), offered.asbytes()
+    offered_fingerprint = str(offered.fingerprint)
+    name = endpoint.known_hosts_name
+    fields: dict[str, Any] = {
+        "host": endpoint.hostname,
+        "port": endpoint.port,
+        "known_hosts_name": name,
+        "known_hosts_path": endpoint.user_known_hosts,
+        "key_type": key_type,
+        "offered_fingerprint": offered_fingerprint,
+    }
+    if any(blob in index.revoked for index in indexes):
+        raise HostKeyRevokedError(
+            f"the {key_type} host key {offered_fingerprint} of {name} is marked @revoked in"
+            " known_hosts; refusing to connect",
+            **fields,
+        )
+    if any(known_blob == blob for _, known_blob in known):
+        return False
+    same_type = [(t, b) for t, b in known if same_key_family(t, key_type)]
+    if same_type:
+        expected = tuple(fingerprint(t, b) for t, b in same_type)
+        raise HostKeyChangedError(
+            f"HOST KEY CHANGED for {name}: it offered {key_type} {offered_fingerprint} but"
+            f" {endpoint.user_known_hosts} has {', '.join(expected)}. This may be a"
+            " man-in-the-middle attack, or the host was reinstalled. Verify the new key out of"
+            f" band, then remove the old one (ssh-keygen -R '{name}' -f"
+            f" {endpoint.user_known_hosts}) and add the new one; --accept-new does not"
+            " replace changed keys",
+            expected_fingerprints=expected,
+            **fields,
+        )
+    if not accept_new:
+        other = tuple(sorted({t for t, _ in known}))
+        also = f" (known_hosts has only {', '.join(other)} keys for it)" if other else ""
+        port_flag = f"-p {endpoint.port} " if endpoint.port != 22 else ""
+        raise HostKeyUnknownError(
+            f"the host key of {name} is not in {endpoint.user_known_hosts}{also}: it offered"
+            f" {key_type} {offered_fingerprint}. Verify that fingerprint, then add it with"
+            f" `ssh-keyscan -t {key_type} {port_flag}{endpoint.hostname} >>"
+            f" {endpoint.user_known_hosts}`, or trust new hosts on first use with"
+            " --accept-new",
+            known_types=other,
+            **fields,
+        )
+    return True
+
+
+def record_host_key(
+    index: KnownHostsFile,
+    endpoint: Endpoint,
+    key_type: str,
+    blob: bytes,
+    lock: threading.Lock,
+    attempt: Attempt,
+) -> None:
+    """Append the key to ``endpoint.user_known_hosts`` (``index`` is that file's index), hashed
+    when ssh_config says ``HashKnownHosts yes``; once, however many threads ask.  Waiting for
+    the file lock (other threads, other vlcalc or ssh processes) ends at the node deadline."""
+    path = endpoint.user_known_hosts
+    name = endpoint.known_hosts_name
+    waiting_for = f"the lock of {path}"
+    with acquire(lock, attempt, waiting_for):
+        if any(b == blob for _, b in index.lookup(name)):
+            return  # another thread recorded it meanwhile
+        shown = paramiko.HostKeys.hash_host(name) if endpoint.hash_known_hosts else name
+        line = f"{shown} {key_type} {base64.b64encode(blob).decode()}\n"
+        directory = os.path.dirname(path)
+        if directory:
+            os.makedirs(directory, mode=0o700, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        try:
+            _lock_file(fd, attempt, waiting_for)
+            if os.fstat(fd).st_size > 0:
+                with open(path, "rb") as handle:
+                    handle.seek(-1, os.SEEK_END)
+                    if handle.read(1) != b"\n":
+                        line = "\n" + line
+            os.write(fd, line.encode())
+        finally:
+            os.close(fd)
+        index.add(shown, key_type, blob)
+
+
+def _lock_file(fd: int, attempt: Attempt, waiting_for: str) -> None:
+    """``flock`` the file against other processes, polling so the wait ends at the deadline."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - not POSIX
+        return
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return
+        except BlockingIOError:
+            if attempt.remaining() <= 0:
+                raise attempt.timeout(
+                    f"waiting for {waiting_for}", attempt.timeouts.node_s, attempt.deadline
+                ) from None
+            time.sleep(0.01)
+
+
+__all__ = [
+    "KnownHostsFile",
+    "check_host_key",
+    "fingerprint",
+    "known_hosts_name",
+    "record_host_key",
+    "same_key_family",
+]
