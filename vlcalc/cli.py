@@ -20,6 +20,7 @@ import typer
 from vlcalc import __version__
 from vlcalc.documents import check_unique, read_paths
 from vlcalc.errors import InputError, NodeError, SpecError, VlcalcError
+from vlcalc.options import check_scan_options
 from vlcalc.render import (
     CHECK_FORMATS,
     DIFF_FORMATS,
@@ -388,7 +389,16 @@ def _scan(inventory_path: str, settings: ScanSettings, tries: tuple[str, ...] = 
     from vlcalc.transport.router import RoutingTransport
     from vlcalc.transport.ssh import SSHTransport
 
-    hosts = select(load_inventory(inventory_path), settings.limit)
+    check_scan_options(
+        timeout=settings.timeout,
+        connect_timeout=settings.connect_timeout,
+        ssh_config=settings.ssh_config,
+        known_hosts=settings.known_hosts,
+    )
+    inventory = load_inventory(inventory_path)
+    for warning in inventory.warnings:  # Ansible's own warnings, such as duplicate keys
+        sys.stderr.write(f"vlcalc: warning: {warning}\n")
+    hosts = select(inventory, settings.limit)
     phase = min(settings.connect_timeout, settings.timeout)
     options = ScanOptions(
         forks=settings.forks,
