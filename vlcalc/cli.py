@@ -64,6 +64,10 @@ def _err(message: str) -> None:
     sys.stderr.write(f"vlcalc: error: {message}\n")
 
 
+def _warn(message: str) -> None:
+    sys.stderr.write(f"vlcalc: warning: {message}\n")
+
+
 def guarded(func: F) -> F:
     """Turn vlcalc's own errors into one line on stderr and the documented exit code."""
 
@@ -395,10 +399,7 @@ def _scan(inventory_path: str, settings: ScanSettings, tries: tuple[str, ...] = 
         ssh_config=settings.ssh_config,
         known_hosts=settings.known_hosts,
     )
-    inventory = load_inventory(inventory_path)
-    for warning in inventory.warnings:  # Ansible's own warnings, such as duplicate keys
-        sys.stderr.write(f"vlcalc: warning: {warning}\n")
-    hosts = select(inventory, settings.limit)
+    hosts = select(load_inventory(inventory_path, warn=_warn), settings.limit)
     phase = min(settings.connect_timeout, settings.timeout)
     options = ScanOptions(
         forks=settings.forks,

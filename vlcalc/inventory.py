@@ -117,9 +117,6 @@ class Inventory:
     source: str
     hosts: dict[str, Host]
     groups: dict[str, list[str]]
-    warnings: tuple[str, ...] = ()
-    """What Ansible too only warns about and vlcalc accepts the same way, one line each, with the
-    file and line: ``("inv.yaml:5: duplicate key 'ansible_user' (first at line 4): ...",)``."""
 
 
 # --------------------------------------------------------------------------------------------
@@ -621,7 +618,7 @@ class _Builder:
 
     # -- after parsing: what InventoryData.reconcile_inventory and the vars manager do --
 
-    def resolve(self, warnings: Iterable[str] = ()) -> Inventory:
+    def resolve(self) -> Inventory:
         if not self.hosts:
             raise self.error("the inventory defines no hosts", None)
         for name in self.hosts:
@@ -676,7 +673,7 @@ class _Builder:
                 vars=variables,
                 target=_target(host.name, variables, lines, self.source),
             )
-        return Inventory(source=self.source, hosts=hosts, groups=members, warnings=tuple(warnings))
+        return Inventory(source=self.source, hosts=hosts, groups=members)
 
     def _merge_group_vars(
         self, order: Iterable[str]
@@ -840,29 +837,36 @@ def _target(
 # Public entry points
 
 
-def parse_inventory(text: str, source: str) -> Inventory:
+def parse_inventory(text: str, source: str, warn: Callable[[str], None] | None = None) -> Inventory:
     """Resolve the Ansible YAML inventory in ``text``; ``source`` names it in errors.
 
     Input beyond the caps above (size, YAML nodes, depth, aliases, hosts) is refused with an
     :class:`InventoryError` before it is built.  Duplicate keys are accepted as Ansible accepts
-    them, the last value winning, and reported in ``Inventory.warnings``.
+    them, the last value winning, and each is passed to ``warn`` as one line (before anything
+    else in the inventory can be refused, since a duplicate is often the cause).
     Example: ``parse_inventory("kvm:\\n  hosts:\\n    node01:\\n", "inv.yaml").groups["kvm"]``
-    is ``["node01"]``.
+    is ``["node01"]``; with ``"a:\\n  hosts: {n1: }\\n  hosts: {n2: }\\n"``, ``warn`` gets
+    ``"inv.yaml:3: duplicate key 'hosts' (first at line 2): using the last value, as Ansible
+    does"``.
     """
     if len(text) > MAX_INVENTORY_BYTES:
         raise InventoryError(_too_large(), source=source)
     data, warnings = _load_yaml(text, source)
+    if warn is not None:
+        for warning in warnings:
+            warn(warning)
     builder = _Builder(source)
     builder.parse_document(data)
-    return builder.resolve(warnings)
+    return builder.resolve()
 
 
 def _too_large() -> str:
     return f"larger than {MAX_INVENTORY_BYTES // (1024 * 1024)} MiB, refused unread"
 
 
-def load_inventory(path: str | Path) -> Inventory:
-    """Read and resolve the inventory file at ``path`` (UTF-8).
+def load_inventory(path: str | Path, warn: Callable[[str], None] | None = None) -> Inventory:
+    """Read and resolve the inventory file at ``path`` (UTF-8); ``warn`` as in
+    :func:`parse_inventory`.
 
     Only a regular file is read (a FIFO would block, ``/dev/zero`` never ends), and at most
     :data:`MAX_INVENTORY_BYTES` of it.  Example: ``load_inventory("/dev/zero")`` raises
@@ -895,7 +899,7 @@ def load_inventory(path: str | Path) -> Inventory:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise InventoryError(f"not UTF-8 text: {exc.reason}", source=source) from exc
-    return parse_inventory(text, source)
+    return parse_inventory(text, source, warn)
 
 
 def _file_kind(mode: int) -> str:
