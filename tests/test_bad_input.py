@@ -34,13 +34,13 @@ PEAK_RSS_LIMIT_KB = 256 * 1024
 # The wrapper also caps vlcalc's address space, so that a regression fails with a MemoryError
 # instead of taking the machine's memory (or the OOM killer) with it.
 ADDRESS_SPACE_LIMIT = 2 * 1024**3
-WRAPPER = f"""
+WRAPPER = """
 import json, resource, subprocess, sys
-resource.setrlimit(resource.RLIMIT_AS, ({ADDRESS_SPACE_LIMIT}, {ADDRESS_SPACE_LIMIT}))
+resource.setrlimit(resource.RLIMIT_AS, (BYTES, BYTES))
 proc = subprocess.run(sys.argv[1:], capture_output=True, text=True, timeout=120)
 peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
 print(json.dumps({"code": proc.returncode, "out": proc.stdout, "err": proc.stderr, "kb": peak}))
-"""
+""".replace("BYTES", str(ADDRESS_SPACE_LIMIT))
 
 
 @dataclass(frozen=True)
