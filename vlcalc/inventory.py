@@ -180,7 +180,9 @@ class _LineLoader(_SafeLoaderBase, Composer):
         self.nodes += 1
         self.expanded += 1
         if self.nodes > MAX_YAML_NODES:
-            raise self._refuse(f"more than {MAX_YAML_NODES:,} YAML nodes", event)
+            raise self._refuse(
+                f"more than {MAX_YAML_NODES:,} YAML nodes (scalars, lists, mappings)", event
+            )
         if self.expanded > MAX_YAML_EXPANDED_NODES:
             raise self._refuse(
                 f"aliases expand to more than {MAX_YAML_EXPANDED_NODES:,} nodes", event
