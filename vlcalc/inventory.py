@@ -20,7 +20,13 @@ Only :func:`load_inventory` touches the file system; everything else is pure.  E
 Where Ansible only *warns* about something that would make vlcalc scan the wrong set of hosts or
 connect to the wrong place (a group written as a list, an unknown key such as ``host:`` inside a
 group, a name used for both a host and a group, a numeric range that expands to nothing, a limit
-pattern that matches nothing), vlcalc refuses with an error instead.
+pattern that matches nothing), vlcalc refuses with an error instead.  A duplicate mapping key is
+the exception: Ansible warns and keeps the last value, and so does vlcalc (through the ``warn``
+callback), so that both act on the same hosts and variables.
+
+Input is untrusted and capped (``MAX_*`` below, README "Limits and bad input"): file size, YAML
+nodes, aliases, nesting, integer digits, hosts per range and per inventory.  Each cap is checked
+before the thing it limits is built, so a hostile file costs little time and memory.
 """
 
 from __future__ import annotations
