@@ -22,6 +22,8 @@ import yaml
 from vlcalc import inventory as inventory_module
 from vlcalc.errors import InventoryError
 from vlcalc.inventory import (
+    MAX_GROUP_DEPTH,
+    MAX_GROUPS,
     MAX_HOSTS_PER_RANGE,
     MAX_INTEGER_DIGITS,
     MAX_INVENTORY_BYTES,
@@ -124,6 +126,39 @@ def test_range_at_the_cap_is_expanded_one_more_is_refused() -> None:
     # a huge step makes a huge range small, as in Ansible
     inv = parse_inventory("kvm:\n  hosts:\n    n[0:99999999999:50000000000]:\n", "inv.yaml")
     assert list(inv.hosts) == ["n0", "n50000000000"]
+
+
+def chain(levels: int, *, reverse: bool) -> str:
+    """``g1 > g2 > ... > g<levels>`` with a host at the bottom; ``reverse`` writes the deepest
+    group first, which made the old recursive depth computation recurse ``levels`` deep."""
+    parts = [f"g{i}:\n  children:\n    g{i + 1}:\n" for i in range(1, levels)]
+    parts.append(f"g{levels}:\n  hosts:\n    h1:\n")
+    return "".join(reversed(parts) if reverse else parts)
+
+
+@pytest.mark.parametrize("reverse", [False, True])
+def test_group_nesting_cap(reverse: bool) -> None:
+    inv = parse_inventory(chain(MAX_GROUP_DEPTH, reverse=reverse), "inv.yaml")
+    assert len(inv.hosts["h1"].groups) == MAX_GROUP_DEPTH
+    with pytest.raises(InventoryError, match=r"group 'g101' is nested 101 levels below 'all'"):
+        parse_inventory(chain(MAX_GROUP_DEPTH + 1, reverse=reverse), "inv.yaml")
+    with pytest.raises(InventoryError, match="is nested 101 levels"):  # no RecursionError
+        parse_inventory(chain(5000, reverse=reverse), "inv.yaml")
+
+
+def test_loop_at_the_end_of_a_long_chain_names_the_closing_edge() -> None:
+    text = chain(3000, reverse=False) + "g3000:\n  children:\n    g1:\n"
+    with pytest.raises(
+        InventoryError, match=r"^inv.yaml:9003: group 'g1' under 'g3000' makes a loop"
+    ):
+        parse_inventory(text, "inv.yaml")
+
+
+def test_group_count_cap() -> None:
+    groups = "".join(f"g{i}:\n" for i in range(MAX_GROUPS)) + "all:\n  hosts:\n    h1:\n"
+    assert len(parse_inventory(groups, "inv.yaml").groups) == MAX_GROUPS + 2
+    with pytest.raises(InventoryError, match=r"^inv.yaml:10004: more than 10,000 groups"):
+        parse_inventory(groups + "one_more:\n", "inv.yaml")
 
 
 def collect_warnings(text: str) -> tuple[Inventory, list[str]]:

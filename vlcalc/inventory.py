@@ -56,6 +56,8 @@ except ImportError:  # pragma: no cover - PyYAML built without libyaml
     from yaml import SafeLoader as _SafeLoaderBase  # type: ignore[assignment]
 
 __all__ = [
+    "MAX_GROUPS",
+    "MAX_GROUP_DEPTH",
     "MAX_HOSTS",
     "MAX_HOSTS_PER_RANGE",
     "MAX_HOST_ENTRIES",
@@ -89,6 +91,11 @@ MAX_HOSTS_PER_RANGE = 100_000
 """Names one host pattern such as ``node[0001:2000]`` may expand to, counted before expanding."""
 MAX_HOSTS = 100_000
 """Distinct hosts in one inventory."""
+MAX_GROUPS = 10_000
+"""Groups in one inventory."""
+MAX_GROUP_DEPTH = 100
+"""Longest chain of child groups below ``all``: each host's group set is built from its
+ancestors, so a 10,000-group chain would cost 50 million entries."""
 MAX_HOST_ENTRIES = 1_000_000
 """Host names written or expanded under all groups together (a host listed in two groups counts
 twice): a 100,000-host range repeated under many groups is refused before it fills memory."""
@@ -428,7 +435,7 @@ class _Group:
         self.vars: dict[str, Any] = {}
         self.var_lines: dict[str, int | None] = {}
         self.priority = 1
-        self.children: list[str] = []
+        self.children: dict[str, None] = {}  # ordered, with O(1) membership
         self.parents: list[str] = []
         self.hosts: list[str] = []
 
@@ -454,6 +461,7 @@ class _Builder:
         self.hosts: dict[str, _HostEntry] = {}
         self.member_sets: dict[str, set[str]] = {}
         self.entries = 0  # host names listed under groups, ranges expanded
+        self.edges: dict[tuple[str, str], int | None] = {}  # (parent, child) -> line, in order
         self._add_group("all", None)
         self._add_group("ungrouped", None)
         self._add_child("all", "ungrouped", None)
@@ -464,34 +472,58 @@ class _Builder:
     def _add_group(self, name: str, line: int | None) -> _Group:
         group = self.groups.get(name)
         if group is None:
+            if len(self.groups) >= MAX_GROUPS + 2:  # "all" and "ungrouped" are free
+                raise self.error(f"more than {MAX_GROUPS:,} groups (at {name!r})", line)
             group = self.groups[name] = _Group(name, line)
             self.member_sets[name] = set()
         return group
 
-    def _ancestors_or_self(self, name: str) -> set[str]:
-        seen = {name}
-        todo = [name]
-        while todo:
-            for parent in self.groups[todo.pop()].parents:
-                if parent not in seen:
-                    seen.add(parent)
-                    todo.append(parent)
-        return seen
-
     def _add_child(self, parent: str, child: str, line: int | None) -> None:
+        # Loops are found once, in resolve(): walking the ancestors here, on every edge, was
+        # quadratic in a long chain of groups.
         if parent == child:
             raise self.error(f"group {child!r} is listed as a child of itself", line)
         parent_group, child_group = self.groups[parent], self.groups[child]
         if child in parent_group.children:
             return
-        if child in self._ancestors_or_self(parent):
-            raise self.error(
-                f"group {child!r} under {parent!r} makes a loop: {child!r} is already "
-                f"an ancestor of {parent!r}",
-                line,
-            )
-        parent_group.children.append(child)
+        parent_group.children[child] = None
         child_group.parents.append(parent)
+        self.edges[(parent, child)] = line
+
+    def _topological_order(self) -> list[str]:
+        """Every group after all its parents (Kahn's algorithm, no recursion).  A loop is refused
+        at the edge written last among the loop's edges: the one that closed it."""
+        waiting = {name: len(group.parents) for name, group in self.groups.items()}
+        ready = [name for name, count in waiting.items() if count == 0]
+        order: list[str] = []
+        while ready:
+            name = ready.pop()
+            order.append(name)
+            for child in self.groups[name].children:
+                waiting[child] -= 1
+                if waiting[child] == 0:
+                    ready.append(child)
+        if len(order) == len(self.groups):
+            return order
+        # Every group left has a parent that is left too: follow parents until one repeats.
+        left = {name for name, count in waiting.items() if count > 0}
+        path: list[str] = [next(iter(left))]
+        seen = {path[0]: 0}
+        while True:
+            parent = next(p for p in self.groups[path[-1]].parents if p in left)
+            if parent in seen:
+                loop = [*path[seen[parent] :], parent]
+                break
+            seen[parent] = len(path)
+            path.append(parent)
+        edge_index = {edge: index for index, edge in enumerate(self.edges)}
+        edges = [(loop[i + 1], loop[i]) for i in range(len(loop) - 1)]  # (parent, child)
+        parent, child = max(edges, key=lambda edge: edge_index[edge])
+        raise self.error(
+            f"group {child!r} under {parent!r} makes a loop: {child!r} is already "
+            f"an ancestor of {parent!r}",
+            self.edges[(parent, child)],
+        )
 
     def _add_host(self, name: str, group: str, port: int | None, line: int | None) -> _HostEntry:
         host = self.hosts.get(name)
@@ -627,6 +659,7 @@ class _Builder:
     # -- after parsing: what InventoryData.reconcile_inventory and the vars manager do --
 
     def resolve(self) -> Inventory:
+        self._topological_order()  # a loop is the first thing to report
         if not self.hosts:
             raise self.error("the inventory defines no hosts", None)
         for name in self.hosts:
@@ -640,11 +673,22 @@ class _Builder:
             if group.name != "all" and not group.parents:
                 self._add_child("all", group.name, group.line)
 
+        # Depth is the longest path from "all"; both maps are filled parents first.
         depths: dict[str, int] = {}
         ancestors: dict[str, frozenset[str]] = {}
-        for name in self.groups:
-            self._depth(name, depths)
-            self._ancestors(name, ancestors)
+        for name in self._topological_order():
+            parents = self.groups[name].parents
+            depths[name] = 1 + max(depths[p] for p in parents) if parents else 0
+            if depths[name] > MAX_GROUP_DEPTH:
+                raise self.error(
+                    f"group {name!r} is nested {depths[name]} levels below 'all', more than "
+                    f"the {MAX_GROUP_DEPTH} vlcalc accepts",
+                    self.groups[name].line,
+                )
+            found: set[str] = set(parents)
+            for parent in parents:
+                found.update(ancestors[parent])
+            ancestors[name] = frozenset(found)
 
         # A host is in "ungrouped" exactly when it is in no other group, even if listed there.
         ungrouped = self.groups["ungrouped"]
@@ -692,22 +736,6 @@ class _Builder:
             variables.update(self.groups[name].vars)
             lines.update(self.groups[name].var_lines)
         return variables, lines
-
-    def _depth(self, name: str, depths: dict[str, int]) -> int:
-        """Longest path from ``all``; loops were refused while adding children."""
-        if name not in depths:
-            parents = self.groups[name].parents
-            depths[name] = 1 + max(self._depth(p, depths) for p in parents) if parents else 0
-        return depths[name]
-
-    def _ancestors(self, name: str, memo: dict[str, frozenset[str]]) -> frozenset[str]:
-        if name not in memo:
-            found: set[str] = set()
-            for parent in self.groups[name].parents:
-                found.add(parent)
-                found.update(self._ancestors(parent, memo))
-            memo[name] = frozenset(found)
-        return memo[name]
 
 
 def _line_of(mapping: Any, key: Any) -> int | None:
