@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 
 from vlcalc.inventory import (
+    MAX_GROUP_DEPTH,
     MAX_HOST_ENTRIES,
     MAX_HOSTS,
     MAX_HOSTS_PER_RANGE,
@@ -121,6 +122,13 @@ def test_one_range_repeated_under_many_groups(tmp_path: Path) -> None:
     )
     run = scan(tmp_path, groups)
     assert_refused(run, f"more than {MAX_HOST_ENTRIES:,} host entries")
+
+
+def test_long_chain_of_child_groups(tmp_path: Path) -> None:
+    # deepest group first: the old recursive depth computation raised RecursionError here
+    parts = [f"g{i}:\n  children:\n    g{i + 1}:\n" for i in range(1, 5000)]
+    run = scan(tmp_path, f"g5000:\n  hosts:\n    h1:\n{''.join(reversed(parts))}")
+    assert_refused(run, f"is nested {MAX_GROUP_DEPTH + 1} levels below 'all'")
 
 
 # ----------------------------------------------------------------------------------------------
