@@ -156,11 +156,14 @@ class _Vaulted:
 class _LineLoader(_SafeLoaderBase, Composer):
     """``yaml.SafeLoader`` (libyaml when available) whose mappings record key lines, with caps.
 
-    The nodes are composed by PyYAML's Python composer (libyaml still scans and parses, as fast
-    as its own composer, measured) so that every node is counted and its depth known *before*
-    it is built: libyaml's C composer recurses once per level and overflows the C stack
-    (a segmentation fault) on 100,000 nested brackets.
+    The nodes are composed by PyYAML's Python composer (libyaml still scans and parses) so that
+    every node is counted and its depth known *before* it is built: libyaml's C composer recurses
+    once per level and overflows the C stack (a segmentation fault) on 100,000 nested brackets.
+    The price: 11.2 -> 13.7 s of CPU and 490 -> 513 MB to load a 100,000-host inventory
+    (measured on a busy machine).
     """
+
+    anchors: dict[str, yaml.Node]  # set by Composer
 
     def __init__(self, stream: str) -> None:
         super().__init__(stream)
@@ -173,8 +176,6 @@ class _LineLoader(_SafeLoaderBase, Composer):
 
     def _refuse(self, message: str, event: Any) -> yaml.MarkedYAMLError:
         return yaml.composer.ComposerError(None, None, message, event.start_mark)
-
-    anchors: dict[str, yaml.Node]
 
     def compose_node(self, parent: Any, index: Any) -> Any:
         event: Any = self.peek_event()
