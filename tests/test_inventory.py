@@ -19,8 +19,20 @@ from typing import Any
 import pytest
 import yaml
 
+from vlcalc import inventory as inventory_module
 from vlcalc.errors import InventoryError
-from vlcalc.inventory import Inventory, load_inventory, parse_inventory, select
+from vlcalc.inventory import (
+    MAX_GROUP_DEPTH,
+    MAX_GROUPS,
+    MAX_HOSTS_PER_RANGE,
+    MAX_INTEGER_DIGITS,
+    MAX_INVENTORY_BYTES,
+    MAX_YAML_DEPTH,
+    Inventory,
+    load_inventory,
+    parse_inventory,
+    select,
+)
 from vlcalc.transport.base import Target
 
 HERE = Path(__file__).parent
@@ -100,6 +112,158 @@ def test_group_priority_orders_groups_of_equal_depth_only() -> None:
 def test_ranges(pattern: str, expected: list[str]) -> None:
     inv = parse(f"kvm:\n  hosts:\n    {pattern}:\n")
     assert list(inv.hosts) == expected
+
+
+def test_range_at_the_cap_is_expanded_one_more_is_refused() -> None:
+    inv = parse_inventory(f"kvm:\n  hosts:\n    n[1:{MAX_HOSTS_PER_RANGE}]:\n", "inv.yaml")
+    assert len(inv.hosts) == MAX_HOSTS_PER_RANGE
+    assert list(inv.hosts)[-1] == f"n{MAX_HOSTS_PER_RANGE}"
+    with pytest.raises(InventoryError, match=r"^inv.yaml:3: host range .* 100,001 hosts"):
+        parse_inventory(f"kvm:\n  hosts:\n    n[0:{MAX_HOSTS_PER_RANGE}]:\n", "inv.yaml")
+    # counted with the step: 0, 2, ..., 200,000 is 100,001 names
+    with pytest.raises(InventoryError, match="100,001 hosts"):
+        parse_inventory(f"kvm:\n  hosts:\n    n[0:{2 * MAX_HOSTS_PER_RANGE}:2]:\n", "inv.yaml")
+    # a huge step makes a huge range small, as in Ansible
+    inv = parse_inventory("kvm:\n  hosts:\n    n[0:99999999999:50000000000]:\n", "inv.yaml")
+    assert list(inv.hosts) == ["n0", "n50000000000"]
+
+
+def chain(levels: int, *, reverse: bool) -> str:
+    """``g1 > g2 > ... > g<levels>`` with a host at the bottom; ``reverse`` writes the deepest
+    group first, which made the old recursive depth computation recurse ``levels`` deep."""
+    parts = [f"g{i}:\n  children:\n    g{i + 1}:\n" for i in range(1, levels)]
+    parts.append(f"g{levels}:\n  hosts:\n    h1:\n")
+    return "".join(reversed(parts) if reverse else parts)
+
+
+@pytest.mark.parametrize("reverse", [False, True])
+def test_group_nesting_cap(reverse: bool) -> None:
+    inv = parse_inventory(chain(MAX_GROUP_DEPTH, reverse=reverse), "inv.yaml")
+    assert len(inv.hosts["h1"].groups) == MAX_GROUP_DEPTH
+    with pytest.raises(InventoryError, match=r"group 'g101' is nested 101 levels below 'all'"):
+        parse_inventory(chain(MAX_GROUP_DEPTH + 1, reverse=reverse), "inv.yaml")
+    with pytest.raises(InventoryError, match="is nested 101 levels"):  # no RecursionError
+        parse_inventory(chain(5000, reverse=reverse), "inv.yaml")
+
+
+def test_loop_at_the_end_of_a_long_chain_names_the_closing_edge() -> None:
+    text = chain(3000, reverse=False) + "g3000:\n  children:\n    g1:\n"
+    with pytest.raises(
+        InventoryError, match=r"^inv.yaml:9003: group 'g1' under 'g3000' makes a loop"
+    ):
+        parse_inventory(text, "inv.yaml")
+
+
+def test_group_count_cap() -> None:
+    groups = "".join(f"g{i}:\n" for i in range(MAX_GROUPS)) + "all:\n  hosts:\n    h1:\n"
+    assert len(parse_inventory(groups, "inv.yaml").groups) == MAX_GROUPS + 2
+    with pytest.raises(InventoryError, match=r"^inv.yaml:10004: more than 10,000 groups"):
+        parse_inventory(groups + "one_more:\n", "inv.yaml")
+
+
+def collect_warnings(text: str) -> tuple[Inventory, list[str]]:
+    warnings: list[str] = []
+    inventory = parse_inventory(textwrap.dedent(text), "inv.yaml", warn=warnings.append)
+    return inventory, warnings
+
+
+def test_duplicate_keys_warn_and_the_last_value_wins() -> None:
+    inv, warnings = collect_warnings(
+        """
+        kvm:
+          vars:
+            ansible_user: first
+            ansible_user: second
+          hosts:
+            n1:
+          hosts:
+            n2:
+        """
+    )
+    assert list(inv.hosts) == ["n2"]
+    assert inv.hosts["n2"].target.user == "second"
+    assert warnings == [
+        "inv.yaml:5: duplicate key 'ansible_user' (first at line 4): "
+        "using the last value, as Ansible does",
+        "inv.yaml:8: duplicate key 'hosts' (first at line 6): "
+        "using the last value, as Ansible does",
+    ]
+
+
+def test_a_key_overriding_a_merge_is_no_duplicate() -> None:
+    inv, warnings = collect_warnings(
+        """
+        kvm:
+          vars:
+            base: &base {ansible_user: ops, ansible_port: 22}
+          hosts:
+            n1:
+              <<: *base
+              ansible_port: 2222
+        """
+    )
+    assert warnings == []
+    assert (inv.hosts["n1"].target.user, inv.hosts["n1"].target.port) == ("ops", 2222)
+
+
+def test_warnings_come_before_a_refusal() -> None:
+    """A duplicate key is often why the inventory is then refused: the warning is not lost."""
+    warnings: list[str] = []
+    text = "kvm:\n  hosts:\n    n1:\n      ansible_port: 22\n      ansible_port: 0\n"
+    with pytest.raises(InventoryError, match="ansible_port is not a valid TCP port"):
+        parse_inventory(text, "inv.yaml", warn=warnings.append)
+    assert len(warnings) == 1 and "duplicate key 'ansible_port'" in warnings[0]
+
+
+def laughs(levels: int) -> str:
+    """A billion-laughs document: each level lists the previous one twice."""
+    lines = ["l0: &l0 [lol, lol]"]
+    lines += [f"l{i}: &l{i} [*l{i - 1}, *l{i - 1}]" for i in range(1, levels)]
+    return "\n".join(lines) + "\n"
+
+
+DEEP = MAX_YAML_DEPTH + 1
+YAML_CAP_CASES = [
+    ("alias-bomb", laughs(30), "aliases expand to more than 10,000,000 nodes"),
+    ("depth", "a: " + "[" * DEEP + "]" * DEEP + "\n", "nested deeper than 100 levels"),
+    ("recursive-alias", "a: &x [*x]\n", "alias *x is inside its own anchor"),
+    ("long-integer", "a: 1" + "0" * MAX_INTEGER_DIGITS + "\n", "longer than 1,000 digits"),
+    ("sexagesimal", "a: " + ":".join(["59"] * 400) + "\n", "longer than 1,000 digits"),
+]
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [case[1:] for case in YAML_CAP_CASES],
+    ids=[case[0] for case in YAML_CAP_CASES],
+)
+def test_yaml_caps(text: str, message: str) -> None:
+    with pytest.raises(InventoryError, match=re.escape(message)):
+        parse_inventory(text, "inv.yaml")
+
+
+def test_yaml_node_cap(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Reaching the real cap (2,000,000 nodes) takes 20-40 s; the count is the same at 1,000.
+    monkeypatch.setattr(inventory_module, "MAX_YAML_NODES", 1000)
+    parse_inventory("kvm:\n  vars:\n    a: [" + "1," * 980 + "1]\n  hosts: {n1: }\n", "inv.yaml")
+    with pytest.raises(InventoryError, match=r"^inv.yaml:3: invalid YAML: more than 1,000 YAML"):
+        parse_inventory("kvm:\n  vars:\n    a: [" + "1," * 1000 + "1]\n", "inv.yaml")
+
+
+def test_yaml_under_the_caps_is_read() -> None:
+    # 99 levels of nesting (the value sits at depth 4), a 1,000-digit integer, shared aliases
+    text = (
+        "kvm:\n  vars:\n    base: &b {deep: " + "[" * 95 + "]" * 95 + "}\n"
+        "    again: *b\n    big: 1" + "0" * (MAX_INTEGER_DIGITS - 1) + "\n  hosts:\n    n1:\n"
+    )
+    inv = parse_inventory(text, "inv.yaml")
+    assert inv.hosts["n1"].vars["big"] == 10 ** (MAX_INTEGER_DIGITS - 1)
+    assert inv.hosts["n1"].vars["again"] is inv.hosts["n1"].vars["base"]
+
+
+def test_text_beyond_the_byte_cap_is_refused_unparsed() -> None:
+    with pytest.raises(InventoryError, match="larger than 32 MiB"):
+        parse_inventory("#" * (MAX_INVENTORY_BYTES + 1), "inv.yaml")
 
 
 def test_host_port_suffix_applies_where_the_host_first_appears() -> None:

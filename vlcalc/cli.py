@@ -20,6 +20,7 @@ import typer
 from vlcalc import __version__
 from vlcalc.documents import check_unique, read_paths
 from vlcalc.errors import InputError, NodeError, SpecError, VlcalcError
+from vlcalc.options import check_scan_options
 from vlcalc.qemu import parse_guest_spec
 from vlcalc.render import (
     CHECK_FORMATS,
@@ -66,6 +67,10 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 def _err(message: str) -> None:
     sys.stderr.write(f"vlcalc: error: {message}\n")
+
+
+def _warn(message: str) -> None:
+    sys.stderr.write(f"vlcalc: warning: {message}\n")
 
 
 def guarded(func: F) -> F:
@@ -408,7 +413,13 @@ def _scan(
     from vlcalc.transport.router import RoutingTransport
     from vlcalc.transport.ssh import SSHTransport
 
-    hosts = select(load_inventory(inventory_path), settings.limit)
+    check_scan_options(
+        timeout=settings.timeout,
+        connect_timeout=settings.connect_timeout,
+        ssh_config=settings.ssh_config,
+        known_hosts=settings.known_hosts,
+    )
+    hosts = select(load_inventory(inventory_path, warn=_warn), settings.limit)
     phase = min(settings.connect_timeout, settings.timeout)
     options = ScanOptions(
         forks=settings.forks,

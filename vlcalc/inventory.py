@@ -20,14 +20,24 @@ Only :func:`load_inventory` touches the file system; everything else is pure.  E
 Where Ansible only *warns* about something that would make vlcalc scan the wrong set of hosts or
 connect to the wrong place (a group written as a list, an unknown key such as ``host:`` inside a
 group, a name used for both a host and a group, a numeric range that expands to nothing, a limit
-pattern that matches nothing), vlcalc refuses with an error instead.
+pattern that matches nothing), vlcalc refuses with an error instead.  A duplicate mapping key is
+the exception: Ansible warns and keeps the last value, and so does vlcalc (through the ``warn``
+callback), so that both act on the same hosts and variables.
+
+Input is untrusted and capped (``MAX_*`` below, README "Limits and bad input"): file size, YAML
+nodes, aliases, nesting, integer digits, hosts per range and per inventory.  Each cap is checked
+before the thing it limits is built, so a hostile file costs little time and memory.
 """
 
 from __future__ import annotations
 
 import fnmatch
 import ipaddress
+import itertools
+import math
+import os
 import re
+import stat
 import string
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -35,6 +45,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 import yaml
+from yaml.composer import Composer
 
 from vlcalc.errors import InventoryError
 from vlcalc.transport.base import Target
@@ -44,7 +55,50 @@ try:
 except ImportError:  # pragma: no cover - PyYAML built without libyaml
     from yaml import SafeLoader as _SafeLoaderBase  # type: ignore[assignment]
 
-__all__ = ["Host", "Inventory", "load_inventory", "parse_inventory", "select"]
+__all__ = [
+    "MAX_GROUPS",
+    "MAX_GROUP_DEPTH",
+    "MAX_HOSTS",
+    "MAX_HOSTS_PER_RANGE",
+    "MAX_HOST_ENTRIES",
+    "MAX_INTEGER_DIGITS",
+    "MAX_INVENTORY_BYTES",
+    "MAX_YAML_DEPTH",
+    "MAX_YAML_EXPANDED_NODES",
+    "MAX_YAML_NODES",
+    "Host",
+    "Inventory",
+    "load_inventory",
+    "parse_inventory",
+    "select",
+]
+
+# Caps on hostile or mistyped input (README "Limits and bad input").  A 100,000-host inventory
+# with four variables per host is about 10 MB and 900,000 YAML nodes, and takes about 6 s and
+# 0.5 GB to load (measured): every cap sits well above that and well below an OOM kill.
+MAX_INVENTORY_BYTES = 32 * 1024 * 1024
+"""Bytes read from an inventory file; one more and it is refused unparsed."""
+MAX_YAML_NODES = 2_000_000
+"""Scalars, sequences and mappings written in the file (what PyYAML holds in memory)."""
+MAX_YAML_EXPANDED_NODES = 10_000_000
+"""Nodes counted with every alias (``*name``) as the whole subtree it stands for: the
+"billion laughs" alias bomb is a few hundred bytes and 10**9 nodes once expanded."""
+MAX_YAML_DEPTH = 100
+"""Nesting of sequences and mappings; deeper input would overflow the parser's stack."""
+MAX_INTEGER_DIGITS = 1000
+"""Characters in one YAML integer; Python refuses to convert more than 4,300 digits anyway."""
+MAX_HOSTS_PER_RANGE = 100_000
+"""Names one host pattern such as ``node[0001:2000]`` may expand to, counted before expanding."""
+MAX_HOSTS = 100_000
+"""Distinct hosts in one inventory."""
+MAX_GROUPS = 10_000
+"""Groups in one inventory."""
+MAX_GROUP_DEPTH = 100
+"""Longest chain of child groups below ``all``: each host's group set is built from its
+ancestors, so a 10,000-group chain would cost 50 million entries."""
+MAX_HOST_ENTRIES = 1_000_000
+"""Host names written or expanded under all groups together (a host listed in two groups counts
+twice): a 100,000-host range repeated under many groups is refused before it fills memory."""
 
 
 @dataclass(frozen=True)
@@ -99,11 +153,78 @@ class _Vaulted:
     line: int
 
 
-class _LineLoader(_SafeLoaderBase):
-    """``yaml.SafeLoader`` (libyaml when available) whose mappings record key lines."""
+class _LineLoader(_SafeLoaderBase, Composer):
+    """``yaml.SafeLoader`` (libyaml when available) whose mappings record key lines, with caps.
+
+    The nodes are composed by PyYAML's Python composer (libyaml still scans and parses) so that
+    every node is counted and its depth known *before* it is built: libyaml's C composer recurses
+    once per level and overflows the C stack (a segmentation fault) on 100,000 nested brackets.
+    The price: 11.2 -> 13.7 s of CPU and 490 -> 513 MB to load a 100,000-host inventory
+    (measured on a busy machine).
+    """
+
+    anchors: dict[str, yaml.Node]  # set by Composer
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        Composer.__init__(self)
+        self.depth = 0
+        self.nodes = 0
+        self.expanded = 0
+        self.anchor_sizes: dict[str, int] = {}
+        self.duplicates: list[tuple[Any, int, int]] = []  # key, line, first line
+
+    def _refuse(self, message: str, event: Any) -> yaml.MarkedYAMLError:
+        return yaml.composer.ComposerError(None, None, message, event.start_mark)
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        event: Any = self.peek_event()
+        if isinstance(event, yaml.AliasEvent):
+            size = self.anchor_sizes.get(event.anchor or "")
+            if size is None and event.anchor in self.anchors:
+                raise self._refuse(f"alias *{event.anchor} is inside its own anchor", event)
+            self.expanded += size or 0
+            if self.expanded > MAX_YAML_EXPANDED_NODES:
+                raise self._refuse(
+                    f"aliases expand to more than {MAX_YAML_EXPANDED_NODES:,} nodes "
+                    f"(at *{event.anchor})",
+                    event,
+                )
+            return Composer.compose_node(self, parent, index)
+        self.nodes += 1
+        self.expanded += 1
+        if self.nodes > MAX_YAML_NODES:
+            raise self._refuse(
+                f"more than {MAX_YAML_NODES:,} YAML nodes (scalars, lists, mappings)", event
+            )
+        if self.expanded > MAX_YAML_EXPANDED_NODES:
+            raise self._refuse(
+                f"aliases expand to more than {MAX_YAML_EXPANDED_NODES:,} nodes", event
+            )
+        if self.depth >= MAX_YAML_DEPTH:
+            raise self._refuse(f"nested deeper than {MAX_YAML_DEPTH} levels", event)
+        before = self.expanded - 1
+        self.depth += 1
+        node = Composer.compose_node(self, parent, index)
+        self.depth -= 1
+        if event.anchor is not None:
+            self.anchor_sizes[event.anchor] = self.expanded - before
+        return node
+
+    # libyaml's CParser defines these in C, composing recursively: use PyYAML's Python ones.
+    get_single_node = Composer.get_single_node
+    compose_document = Composer.compose_document
+    get_node = Composer.get_node
+    check_node = Composer.check_node
+
+
+_MERGE_TAG = "tag:yaml.org,2002:merge"
 
 
 def _construct_mapping(loader: _LineLoader, node: yaml.MappingNode) -> _Mapping:
+    # Keys written in this mapping, as opposed to those "<<" merges in: only a key written twice
+    # here is a duplicate; a written key that overrides a merged one is what "<<" is for.
+    own = {id(key_node) for key_node, _ in node.value if key_node.tag != _MERGE_TAG}
     loader.flatten_mapping(node)  # resolves "<<" merge keys
     data = _Mapping()
     lines: dict[Any, int] = {}
@@ -115,10 +236,24 @@ def _construct_mapping(loader: _LineLoader, node: yaml.MappingNode) -> _Mapping:
             raise yaml.constructor.ConstructorError(
                 None, None, "found an unhashable key", key_node.start_mark
             ) from exc
+        line = key_node.start_mark.line + 1
+        if id(key_node) in own:
+            if key in lines and lines[key] > 0:
+                loader.duplicates.append((key, line, lines[key]))
+            lines[key] = line
+        else:
+            lines[key] = -line  # merged: not a duplicate of anything written later
         data[key] = loader.construct_object(value_node, deep=True)
-        lines[key] = key_node.start_mark.line + 1
-    data.lines = lines
+    data.lines = {key: abs(line) for key, line in lines.items()}
     return data
+
+
+def _construct_int(loader: _LineLoader, node: yaml.ScalarNode) -> int:
+    if len(node.value) > MAX_INTEGER_DIGITS:
+        raise yaml.constructor.ConstructorError(
+            None, None, f"an integer longer than {MAX_INTEGER_DIGITS:,} digits", node.start_mark
+        )
+    return loader.construct_yaml_int(node)
 
 
 def _construct_unsafe(loader: _LineLoader, node: yaml.Node) -> _Unsafe:
@@ -130,13 +265,17 @@ def _construct_vault(loader: _LineLoader, node: yaml.Node) -> _Vaulted:
 
 
 _LineLoader.add_constructor("tag:yaml.org,2002:map", _construct_mapping)
+_LineLoader.add_constructor("tag:yaml.org,2002:int", _construct_int)
 _LineLoader.add_constructor("!unsafe", _construct_unsafe)
 _LineLoader.add_constructor("!vault", _construct_vault)
 
 
-def _load_yaml(text: str, source: str) -> Any:
+def _load_yaml(text: str, source: str) -> tuple[Any, list[str]]:
+    """The YAML document in ``text`` and one warning per duplicate key (Ansible's default
+    ``DUPLICATE_YAML_DICT_KEY=warn``: the last value wins)."""
+    loader = _LineLoader(text)
     try:
-        return yaml.load(text, Loader=_LineLoader)  # a SafeLoader subclass
+        data = loader.get_single_data()
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         problem = exc.problem or exc.context or "syntax error"
@@ -149,6 +288,14 @@ def _load_yaml(text: str, source: str) -> Any:
         ) from exc
     except yaml.YAMLError as exc:
         raise InventoryError(f"invalid YAML: {_one_line(str(exc))}", source=source) from exc
+    finally:
+        loader.dispose()
+    warnings = [
+        f"{source}:{line}: duplicate key {key!r} (first at line {first}): "
+        "using the last value, as Ansible does"
+        for key, line, first in loader.duplicates
+    ]
+    return data, warnings
 
 
 def _one_line(text: str) -> str:
@@ -194,17 +341,49 @@ def _split_port(pattern: str) -> tuple[str, int | None]:
     return address, port
 
 
+_MAX_BOUND_DIGITS = 20
+
+
 def _expand_ranges(pattern: str, fail: Callable[[str], InventoryError]) -> list[str]:
     """``"node[01:03]"`` -> ``["node01", "node02", "node03"]``; ``[a:c]``, ``[0:10:2]`` and
     several ranges in one name work as in Ansible.  A leading zero in the start pads every number
-    to the start's width, so the end must be written with the same width."""
-    start = pattern.find("[")
-    if start < 0:
-        return [pattern]
-    stop = pattern.find("]", start)
-    if stop < 0:
-        raise fail(f"bad host range in {pattern!r}: no closing ']'")
-    head, body, tail = pattern[:start], pattern[start + 1 : stop], pattern[stop + 1 :]
+    to the start's width, so the end must be written with the same width.
+
+    The number of names is computed from the bounds first: a pattern that would expand to more
+    than :data:`MAX_HOSTS_PER_RANGE` names is refused without building any of them (Ansible
+    builds the list: ``web[0:99999999999]`` took 24 GB before the OOM killer ended it).
+    """
+    parts: list[Any] = []  # literal strings and range objects (``range`` or letter strings)
+    rest = pattern
+    while True:
+        start = rest.find("[")
+        if start < 0:
+            parts.append(rest)
+            break
+        stop = rest.find("]", start)
+        if stop < 0:
+            raise fail(f"bad host range in {pattern!r}: no closing ']'")
+        parts.append(rest[:start])
+        parts.append(_parse_range(rest[start + 1 : stop], pattern, fail))
+        rest = rest[stop + 1 :]
+    count = math.prod(len(part[0]) for part in parts if isinstance(part, tuple))
+    if count > MAX_HOSTS_PER_RANGE:
+        raise fail(
+            f"host range {pattern!r} expands to {count:,} hosts, more than the "
+            f"{MAX_HOSTS_PER_RANGE:,} vlcalc accepts in one pattern; check the bounds"
+        )
+    choices = [
+        [str(value).zfill(part[1]) for value in part[0]] if isinstance(part, tuple) else [part]
+        for part in parts
+    ]
+    return ["".join(name) for name in itertools.product(*choices)]
+
+
+def _parse_range(
+    body: str, pattern: str, fail: Callable[[str], InventoryError]
+) -> tuple[range | str, int]:
+    """``"01:20:2"`` -> ``(range(1, 21, 2), 2)``: the values and the zero-padding width;
+    ``"a:c"`` -> ``("abc", 0)``."""
     bounds = body.split(":")
     if len(bounds) not in (2, 3):
         raise fail(f"bad host range [{body}] in {pattern!r}: write [begin:end] or [begin:end:step]")
@@ -212,17 +391,21 @@ def _expand_ranges(pattern: str, fail: Callable[[str], InventoryError]) -> list[
     if not end:
         raise fail(f"bad host range [{body}] in {pattern!r}: the end is missing")
     step_text = bounds[2] if len(bounds) == 3 else "1"
-    if not step_text.isdigit() or int(step_text) == 0:
+    if max(len(begin), len(end), len(step_text)) > _MAX_BOUND_DIGITS:
+        raise fail(
+            f"bad host range [{body}] in {pattern!r}: "
+            f"a bound or step longer than {_MAX_BOUND_DIGITS} digits"
+        )
+    if not step_text.isdigit() or not step_text.isascii() or int(step_text) == 0:
         raise fail(f"bad host range [{body}] in {pattern!r}: the step must be a positive integer")
     step = int(step_text)
 
-    values: list[str]
     letters = string.ascii_letters
     if len(begin) == 1 and len(end) == 1 and begin in letters and end in letters:
         if letters.index(begin) > letters.index(end):
             raise fail(f"bad host range [{body}] in {pattern!r}: begin is after end")
-        values = list(letters[letters.index(begin) : letters.index(end) + 1 : step])
-    elif begin.isdigit() and end.isdigit() and begin.isascii() and end.isascii():
+        return letters[letters.index(begin) : letters.index(end) + 1 : step], 0
+    if begin.isdigit() and end.isdigit() and begin.isascii() and end.isascii():
         width = 0
         if begin.startswith("0") and len(begin) > 1:
             if len(begin) != len(end):
@@ -233,16 +416,11 @@ def _expand_ranges(pattern: str, fail: Callable[[str], InventoryError]) -> list[
             width = len(begin)
         if int(begin) > int(end):
             raise fail(f"bad host range [{body}] in {pattern!r}: begin is after end, no hosts")
-        values = [str(n).zfill(width) for n in range(int(begin), int(end) + 1, step)]
-    else:
-        raise fail(
-            f"bad host range [{body}] in {pattern!r}: use numbers or single letters, "
-            "such as [01:20] or [a:f]"
-        )
-    names: list[str] = []
-    for value in values:
-        names.extend(_expand_ranges(head + value + tail, fail))
-    return names
+        return range(int(begin), int(end) + 1, step), width
+    raise fail(
+        f"bad host range [{body}] in {pattern!r}: use numbers or single letters, "
+        "such as [01:20] or [a:f]"
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -258,7 +436,7 @@ class _Group:
         self.vars: dict[str, Any] = {}
         self.var_lines: dict[str, int | None] = {}
         self.priority = 1
-        self.children: list[str] = []
+        self.children: dict[str, None] = {}  # ordered, with O(1) membership
         self.parents: list[str] = []
         self.hosts: list[str] = []
 
@@ -283,6 +461,8 @@ class _Builder:
         self.groups: dict[str, _Group] = {}
         self.hosts: dict[str, _HostEntry] = {}
         self.member_sets: dict[str, set[str]] = {}
+        self.entries = 0  # host names listed under groups, ranges expanded
+        self.edges: dict[tuple[str, str], int | None] = {}  # (parent, child) -> line, in order
         self._add_group("all", None)
         self._add_group("ungrouped", None)
         self._add_child("all", "ungrouped", None)
@@ -293,38 +473,68 @@ class _Builder:
     def _add_group(self, name: str, line: int | None) -> _Group:
         group = self.groups.get(name)
         if group is None:
+            if len(self.groups) >= MAX_GROUPS + 2:  # "all" and "ungrouped" are free
+                raise self.error(f"more than {MAX_GROUPS:,} groups (at {name!r})", line)
             group = self.groups[name] = _Group(name, line)
             self.member_sets[name] = set()
         return group
 
-    def _ancestors_or_self(self, name: str) -> set[str]:
-        seen = {name}
-        todo = [name]
-        while todo:
-            for parent in self.groups[todo.pop()].parents:
-                if parent not in seen:
-                    seen.add(parent)
-                    todo.append(parent)
-        return seen
-
     def _add_child(self, parent: str, child: str, line: int | None) -> None:
+        # Loops are found once, in resolve(): walking the ancestors here, on every edge, was
+        # quadratic in a long chain of groups.
         if parent == child:
             raise self.error(f"group {child!r} is listed as a child of itself", line)
         parent_group, child_group = self.groups[parent], self.groups[child]
         if child in parent_group.children:
             return
-        if child in self._ancestors_or_self(parent):
-            raise self.error(
-                f"group {child!r} under {parent!r} makes a loop: {child!r} is already "
-                f"an ancestor of {parent!r}",
-                line,
-            )
-        parent_group.children.append(child)
+        parent_group.children[child] = None
         child_group.parents.append(parent)
+        self.edges[(parent, child)] = line
+
+    def _topological_order(self) -> list[str]:
+        """Every group after all its parents (Kahn's algorithm, no recursion).  A loop is refused
+        at the edge written last among the loop's edges: the one that closed it."""
+        waiting = {name: len(group.parents) for name, group in self.groups.items()}
+        ready = [name for name, count in waiting.items() if count == 0]
+        order: list[str] = []
+        while ready:
+            name = ready.pop()
+            order.append(name)
+            for child in self.groups[name].children:
+                waiting[child] -= 1
+                if waiting[child] == 0:
+                    ready.append(child)
+        if len(order) == len(self.groups):
+            return order
+        # Every group left has a parent that is left too: follow parents until one repeats.
+        left = {name for name, count in waiting.items() if count > 0}
+        path: list[str] = [next(iter(left))]
+        seen = {path[0]: 0}
+        while True:
+            parent = next(p for p in self.groups[path[-1]].parents if p in left)
+            if parent in seen:
+                loop = [*path[seen[parent] :], parent]
+                break
+            seen[parent] = len(path)
+            path.append(parent)
+        edge_index = {edge: index for index, edge in enumerate(self.edges)}
+        edges = [(loop[i + 1], loop[i]) for i in range(len(loop) - 1)]  # (parent, child)
+        parent, child = max(edges, key=lambda edge: edge_index[edge])
+        raise self.error(
+            f"group {child!r} under {parent!r} makes a loop: {child!r} is already "
+            f"an ancestor of {parent!r}",
+            self.edges[(parent, child)],
+        )
 
     def _add_host(self, name: str, group: str, port: int | None, line: int | None) -> _HostEntry:
         host = self.hosts.get(name)
         if host is None:
+            if len(self.hosts) >= MAX_HOSTS:
+                raise self.error(
+                    f"more than {MAX_HOSTS:,} hosts (at {name!r}); vlcalc refuses larger "
+                    "inventories, split it or scan part of it",
+                    line,
+                )
             host = self.hosts[name] = _HostEntry(name, line)
             # Ansible applies a ":port" only where the host first appears.
             if port is not None:
@@ -434,6 +644,13 @@ class _Builder:
             )
         address, port = _split_port(pattern)
         names = _expand_ranges(address, lambda message: self.error(message, line))
+        self.entries += len(names)
+        if self.entries > MAX_HOST_ENTRIES:
+            raise self.error(
+                f"more than {MAX_HOST_ENTRIES:,} host entries under groups (at {pattern!r}); "
+                "is a large range repeated under many groups?",
+                line,
+            )
         for host_name in names:
             host = self._add_host(host_name, group, port, line)
             for key, value in variables.items():
@@ -443,6 +660,7 @@ class _Builder:
     # -- after parsing: what InventoryData.reconcile_inventory and the vars manager do --
 
     def resolve(self) -> Inventory:
+        self._topological_order()  # a loop is the first thing to report
         if not self.hosts:
             raise self.error("the inventory defines no hosts", None)
         for name in self.hosts:
@@ -456,11 +674,22 @@ class _Builder:
             if group.name != "all" and not group.parents:
                 self._add_child("all", group.name, group.line)
 
+        # Depth is the longest path from "all"; both maps are filled parents first.
         depths: dict[str, int] = {}
         ancestors: dict[str, frozenset[str]] = {}
-        for name in self.groups:
-            self._depth(name, depths)
-            self._ancestors(name, ancestors)
+        for name in self._topological_order():
+            parents = self.groups[name].parents
+            depths[name] = 1 + max(depths[p] for p in parents) if parents else 0
+            if depths[name] > MAX_GROUP_DEPTH:
+                raise self.error(
+                    f"group {name!r} is nested {depths[name]} levels below 'all', more than "
+                    f"the {MAX_GROUP_DEPTH} vlcalc accepts",
+                    self.groups[name].line,
+                )
+            found: set[str] = set(parents)
+            for parent in parents:
+                found.update(ancestors[parent])
+            ancestors[name] = frozenset(found)
 
         # A host is in "ungrouped" exactly when it is in no other group, even if listed there.
         ungrouped = self.groups["ungrouped"]
@@ -508,22 +737,6 @@ class _Builder:
             variables.update(self.groups[name].vars)
             lines.update(self.groups[name].var_lines)
         return variables, lines
-
-    def _depth(self, name: str, depths: dict[str, int]) -> int:
-        """Longest path from ``all``; loops were refused while adding children."""
-        if name not in depths:
-            parents = self.groups[name].parents
-            depths[name] = 1 + max(self._depth(p, depths) for p in parents) if parents else 0
-        return depths[name]
-
-    def _ancestors(self, name: str, memo: dict[str, frozenset[str]]) -> frozenset[str]:
-        if name not in memo:
-            found: set[str] = set()
-            for parent in self.groups[name].parents:
-                found.add(parent)
-                found.update(self._ancestors(parent, memo))
-            memo[name] = frozenset(found)
-        return memo[name]
 
 
 def _line_of(mapping: Any, key: Any) -> int | None:
@@ -661,31 +874,79 @@ def _target(
 # Public entry points
 
 
-def parse_inventory(text: str, source: str) -> Inventory:
+def parse_inventory(text: str, source: str, warn: Callable[[str], None] | None = None) -> Inventory:
     """Resolve the Ansible YAML inventory in ``text``; ``source`` names it in errors.
 
+    Input beyond the caps above (size, YAML nodes, depth, aliases, hosts) is refused with an
+    :class:`InventoryError` before it is built.  Duplicate keys are accepted as Ansible accepts
+    them, the last value winning, and each is passed to ``warn`` as one line (before anything
+    else in the inventory can be refused, since a duplicate is often the cause).
     Example: ``parse_inventory("kvm:\\n  hosts:\\n    node01:\\n", "inv.yaml").groups["kvm"]``
-    is ``["node01"]``.
+    is ``["node01"]``; with ``"a:\\n  hosts: {n1: }\\n  hosts: {n2: }\\n"``, ``warn`` gets
+    ``"inv.yaml:3: duplicate key 'hosts' (first at line 2): using the last value, as Ansible
+    does"``.
     """
+    if len(text) > MAX_INVENTORY_BYTES:
+        raise InventoryError(_too_large(), source=source)
+    data, warnings = _load_yaml(text, source)
+    if warn is not None:
+        for warning in warnings:
+            warn(warning)
     builder = _Builder(source)
-    builder.parse_document(_load_yaml(text, source))
+    builder.parse_document(data)
     return builder.resolve()
 
 
-def load_inventory(path: str | Path) -> Inventory:
-    """Read and resolve the inventory file at ``path`` (UTF-8)."""
+def _too_large() -> str:
+    return f"larger than {MAX_INVENTORY_BYTES // (1024 * 1024)} MiB, refused unread"
+
+
+def load_inventory(path: str | Path, warn: Callable[[str], None] | None = None) -> Inventory:
+    """Read and resolve the inventory file at ``path`` (UTF-8); ``warn`` as in
+    :func:`parse_inventory`.
+
+    Only a regular file is read (a FIFO would block, ``/dev/zero`` never ends), and at most
+    :data:`MAX_INVENTORY_BYTES` of it.  Example: ``load_inventory("/dev/zero")`` raises
+    ``InventoryError("/dev/zero: not a regular file (a character device)")``.
+    """
     source = str(path)
     try:
-        text = Path(path).read_text(encoding="utf-8")
+        # O_NONBLOCK: opening a FIFO with no writer returns at once instead of waiting for one;
+        # the fstat below then refuses it.  The file checked is the file opened.
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
     except FileNotFoundError as exc:
         raise InventoryError("inventory file not found", source=source) from exc
-    except IsADirectoryError as exc:
-        raise InventoryError("is a directory, not an inventory file", source=source) from exc
-    except UnicodeDecodeError as exc:
-        raise InventoryError(f"not UTF-8 text: {exc.reason}", source=source) from exc
     except OSError as exc:
         raise InventoryError(f"cannot read: {exc.strerror or exc}", source=source) from exc
-    return parse_inventory(text, source)
+    try:
+        mode = os.fstat(fd).st_mode
+        if stat.S_ISDIR(mode):
+            raise InventoryError("is a directory, not an inventory file", source=source)
+        if not stat.S_ISREG(mode):
+            raise InventoryError(f"not a regular file ({_file_kind(mode)})", source=source)
+        with os.fdopen(fd, "rb", closefd=False) as file:
+            data = file.read(MAX_INVENTORY_BYTES + 1)
+    except OSError as exc:
+        raise InventoryError(f"cannot read: {exc.strerror or exc}", source=source) from exc
+    finally:
+        os.close(fd)
+    if len(data) > MAX_INVENTORY_BYTES:
+        raise InventoryError(_too_large(), source=source)
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise InventoryError(f"not UTF-8 text: {exc.reason}", source=source) from exc
+    return parse_inventory(text, source, warn)
+
+
+def _file_kind(mode: int) -> str:
+    kinds = (
+        (stat.S_ISFIFO, "a FIFO"),
+        (stat.S_ISCHR, "a character device"),
+        (stat.S_ISBLK, "a block device"),
+        (stat.S_ISSOCK, "a socket"),
+    )
+    return next((name for test, name in kinds if test(mode)), "a special file")
 
 
 # --------------------------------------------------------------------------------------------
