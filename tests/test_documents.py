@@ -8,8 +8,9 @@ from typing import Any
 
 import pytest
 
-from vlcalc.documents import parse_document, read_paths
+from vlcalc.documents import parse_document
 from vlcalc.errors import DocumentError
+from vlcalc.files import read_paths
 
 from fleet_fixtures import hardware_doc, mixed_fleet, probe_doc
 
@@ -51,7 +52,7 @@ def test_probe_error_document_is_an_error_node() -> None:
 @pytest.mark.parametrize(
     ("content", "message"),
     [
-        ("{not json", "p.json: not JSON: Expecting property name"),
+        ("{not json", "p.json: not JSON: object keys must be strings"),
         ("[1, 2]", "not a vlcalc document"),
         ({"schema": "other/1"}, "p.json: schema: not a vlcalc document"),
         (
@@ -70,7 +71,7 @@ def test_probe_error_document_is_an_error_node() -> None:
             "exactly one of sve and error",
         ),
         ({**hardware_doc("n", "a64fx"), "hostname": ""}, "empty hostname"),
-        ({**hardware_doc("n", "a64fx"), "kernel": 5}, "p.json: kernel: expected string"),
+        ({**hardware_doc("n", "a64fx"), "kernel": 5}, "p.json: kernel: Expected `str`, got `int`"),
     ],
 )
 def test_bad_documents_give_one_line_naming_file_and_field(
