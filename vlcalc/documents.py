@@ -251,7 +251,7 @@ def decode(data: bytes, type: type[T], *, source: str, field_prefix: str = "") -
     except msgspec.ValidationError as exc:
         raise _invalid(exc, source, field_prefix) from None
     except msgspec.DecodeError as exc:
-        raise DocumentError(f"not JSON: {_decode_reason(exc)}", source=source) from None
+        raise DocumentError(f"not JSON: {_decode_reason(exc, data)}", source=source) from None
     except RecursionError:
         raise DocumentError("not read: nested too deeply", source=source) from None
     if _has_duplicate_keys(data, decoded):
@@ -262,8 +262,16 @@ def decode(data: bytes, type: type[T], *, source: str, field_prefix: str = "") -
     return decoded
 
 
-def _decode_reason(exc: msgspec.DecodeError) -> str:
-    return str(exc).removeprefix("JSON is malformed: ")
+_AT_BYTE = re.compile(r"\(byte ([0-9]+)\)$")
+
+
+def _decode_reason(exc: msgspec.DecodeError, data: bytes) -> str:
+    """msgspec's reason, naming NaN and Infinity (which Python's own json would have taken)."""
+    reason = str(exc).removeprefix("JSON is malformed: ")
+    at = _AT_BYTE.search(reason)
+    if at is not None and data[int(at.group(1)) :].lstrip(b"-").startswith((b"NaN", b"Inf")):
+        return f"NaN and Infinity are not JSON numbers {at.group(0)}"
+    return reason
 
 
 def _has_duplicate_keys(data: bytes, decoded: Any) -> bool:
