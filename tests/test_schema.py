@@ -140,13 +140,13 @@ def test_errors_carry_the_field(change: dict[str, Any], field: str, message: str
     assert message in caught.value.message
 
 
-def test_missing_field_has_no_path_but_names_it() -> None:
-    doc = hardware_doc("n1", "a64fx")
-    del doc["kernel"]
+def test_a_missing_field_is_named_as_the_field() -> None:
+    doc = mixed_fleet()
+    del doc["nodes"][1]["probe"]["kernel"]
     with pytest.raises(DocumentError) as caught:
-        decode(json.dumps(doc).encode(), ProbeDocument, source="p.json")
-    assert caught.value.field is None
-    assert caught.value.message == "Object missing required field `kernel`"
+        decode(json.dumps(doc).encode(), ScanDocument, source="s.json")
+    assert (caught.value.field, caught.value.message) == ("nodes[1].probe.kernel", "missing")
+    assert str(caught.value) == "s.json: nodes[1].probe.kernel: missing"
 
 
 @pytest.mark.parametrize(
@@ -155,7 +155,8 @@ def test_missing_field_has_no_path_but_names_it() -> None:
         ("Expected `int` >= 128 - at `$.nodes[2].probe.sve.vls[1]`",
          ("Expected `int` >= 128", "nodes[2].probe.sve.vls[1]")),
         ("Expected `str`, got `int` - at `$[0]`", ("Expected `str`, got `int`", "[0]")),
-        ("Object missing required field `a`", ("Object missing required field `a`", None)),
+        ("Object missing required field `a`", ("missing", "a")),
+        ("Object missing required field `b` - at `$[1]`", ("missing", "[1].b")),
         ("Expected `object`, got `array` - at `$`", ("Expected `object`, got `array`", None)),
     ],
 )  # fmt: skip

@@ -39,9 +39,11 @@ MAX_DOCUMENT_BYTES = 256 * 1024 * 1024
 about 90 MB, so this fits some 280,000 nodes, and it bounds the memory a bad file can take."""
 
 # -- the model ------------------------------------------------------------------------------------
-_CONTROL = "\\u0000-\\u001f\\u007f-\\u009f"
-_TEXT_PATTERN = f"^[^{_CONTROL}]*$"
-_WORD_PATTERN = "^0x[0-9a-fA-F]{1,16}$"
+_CONTROL = "[\\u0000-\\u001f\\u007f-\\u009f]"
+# "No control character anywhere" as {"not": {"pattern": ...}}: "^[^...]*$" would let a final
+# newline through wherever `$` matches before one (Python's re, and so the jsonschema package).
+_TEXT_RULE = {"not": {"pattern": _CONTROL}}
+_WORD_PATTERN = "^0x[0-9a-fA-F]{1,16}$(?!\\n)"
 # Two patterns are checked in Python, not by msgspec: calling `re` from the decoder for each of
 # the ~14 strings of every node would cost more than the rest of decoding (1 s per 100,000
 # nodes), while str.isprintable() settles almost every string and a fleet repeats a few bitmaps.
@@ -50,12 +52,14 @@ Text = Annotated[
     str,
     Meta(
         max_length=1024,
-        extra_json_schema={"pattern": _TEXT_PATTERN},
+        extra_json_schema=_TEXT_RULE,
         description="Text from a node is untrusted: bounded, and no control characters "
         "(terminal escapes).",
     ),
 ]
-Kind = Annotated[str, Meta(pattern="^[a-z0-9][a-z0-9-]{0,39}$")]
+# "$(?!\n)": the end of the text in every regex dialect; a bare "$" in Python's re (so also in
+# msgspec and the jsonschema package) matches before a final newline too.
+Kind = Annotated[str, Meta(pattern="^[a-z0-9][a-z0-9-]{0,39}$(?!\\n)")]
 VectorLength = Annotated[int, Meta(ge=128, le=65536, multiple_of=128)]
 VectorLengths = Annotated[
     tuple[VectorLength, ...],
@@ -207,6 +211,7 @@ def write_schemas(directory: Path | None = None) -> None:
 # -- decoding -------------------------------------------------------------------------------------
 T = TypeVar("T")
 _AT = re.compile(r" - at `\$(.*)`$")
+_MISSING = re.compile(r"Object missing required field `([^`]*)`")
 
 
 def split_validation_message(message: str) -> tuple[str, str | None]:
@@ -218,11 +223,16 @@ def split_validation_message(message: str) -> tuple[str, str | None]:
     ('Expected `int` >= 128', 'nodes[2].probe.sve.vls[1]')
     >>> split_validation_message("Expected `object`, got `array`")
     ('Expected `object`, got `array`', None)
+    >>> split_validation_message("Object missing required field `kernel` - at `$.nodes[0].probe`")
+    ('missing', 'nodes[0].probe.kernel')
     """
     found = _AT.search(message)
-    if found is None:
-        return message, None
-    return message[: found.start()], found.group(1).lstrip(".") or None
+    path = None if found is None else found.group(1).lstrip(".") or None
+    text = message if found is None else message[: found.start()]
+    missing = _MISSING.fullmatch(text)
+    if missing is not None:  # name the field that is missing, not the object that lacks it
+        return "missing", _join(path or "", missing.group(1))
+    return text, path
 
 
 def _join(prefix: str, path: str | None) -> str | None:
@@ -242,9 +252,9 @@ def decode(data: bytes, type: type[T], *, source: str, field_prefix: str = "") -
     """Parse and validate JSON ``data`` as ``type`` (a model Struct, or ``Any``) in one pass.
 
     Refuses, as a :class:`DocumentError`: what is not UTF-8 JSON, NaN and Infinity (not JSON),
-    integers beyond 64 bits (msgspec's limit; a model field is smaller anyway), nesting deeper
-    than Python's recursion limit, and an object with the same key twice (JSON leaves that
-    undefined; Python would silently keep the last one).
+    integers longer than Python's limit (4,300 digits), nesting deeper than Python's recursion
+    limit, and an object with the same key twice (JSON leaves that undefined; Python would
+    silently keep the last one).
     """
     try:
         decoded: T = msgspec.json.decode(data, type=type)
@@ -452,7 +462,7 @@ def _vls_from(listed: tuple[int, ...], words: tuple[str, ...]) -> VLSet:
 
 
 _WORD = re.compile(_WORD_PATTERN)
-_CONTROL_CHARACTER = re.compile(f"[{_CONTROL}]")
+_CONTROL_CHARACTER = re.compile(_CONTROL)
 
 
 def _bad_word(words: tuple[str, ...]) -> int | None:
@@ -478,7 +488,7 @@ _CLEAN_TEXTS_MAX = 65536
 
 
 def _check_texts(doc: ProbeDocument, source: str) -> None:
-    """The Text pattern of the fields a probe document holds (see _TEXT_PATTERN)."""
+    """The Text pattern of the fields a probe document holds (see _TEXT_RULE)."""
     # A fleet repeats a few kernels and CPUs: the common case costs one lookup.
     common = (doc.kernel, doc.arch, doc.python, doc.cpu)
     if common in _CLEAN_TEXTS and doc.hostname.isprintable() and not doc.trials and not doc.error:
@@ -489,7 +499,7 @@ def _check_texts(doc: ProbeDocument, source: str) -> None:
 
 
 def check_patterns(doc: ProbeDocument, *, source: str) -> None:
-    """The schema's patterns that :func:`decode` leaves to Python (see ``_TEXT_PATTERN``): after
+    """The schema's patterns that :func:`decode` leaves to Python (see ``_TEXT_RULE``): after
     this, ``doc`` is valid against the shipped schema.  Raises :class:`DocumentError`."""
     _check_all_texts(doc, source)
     if doc.sve is not None:
