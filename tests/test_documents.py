@@ -16,7 +16,9 @@ from vlcalc.documents import MAX_DOCUMENT_BYTES, parse_document
 from vlcalc.errors import DocumentError
 from vlcalc.files import parse_bytes, read_capped, read_paths
 from vlcalc.model import ErrorKind, Status
+from vlcalc.report import build_check
 from vlcalc.transport.base import RunResult, Target
+from vlcalc.vl import VLSet
 
 from fleet_fixtures import hardware_doc, mixed_fleet, probe_doc
 
@@ -245,3 +247,16 @@ def test_a_node_printing_hostile_json_is_bad_output(stdout: bytes, reason: str) 
     record, probe = record_answer(Target("n1", "n1"), RunResult(0, stdout, b""))
     assert (record.status, record.error_kind, probe) == (Status.ERROR, ErrorKind.BAD_OUTPUT, None)
     assert record.error_message is not None and reason in record.error_message
+
+
+def test_the_probes_trials_reach_check() -> None:
+    doc = hardware_doc("n1", "a64fx")
+    trial_words = VLSet.from_vls([128, 256]).hex_words()
+    doc["trials"] = [
+        {"spec": "128,256", "vls": [128, 256], "words": trial_words, "accepted": False}
+    ]
+    (node,) = parse_document(doc, source="p.json")
+    assert [(t.vls, t.accepted) for t in node.trials] == [((128, 256), False)]
+    (verdict,) = build_check([node], VLSet.from_vls([128, 256])).verdicts
+    assert (verdict.kernel, verdict.model, verdict.verdict) == ("reject", "accept", "reject")
+    assert node.probe is not None and node.probe["trials"][0]["accepted"] is False

@@ -265,10 +265,10 @@ def verdict_for(host: VLSet, requested: VLSet) -> Verdict:
 
 def kernel_trial(node: NodeRecord, requested: VLSet) -> str | None:
     """The node kernel's own verdict on ``requested`` from the probe's acceptance trials."""
-    wanted = requested.vls()
-    for trial in (node.probe or {}).get("trials", []):
-        if trial["vls"] == wanted:
-            return "accept" if trial["accepted"] else "reject"
+    wanted = tuple(requested.vls())
+    for trial in node.trials:
+        if trial.vls == wanted:
+            return "accept" if trial.accepted else "reject"
     return None
 
 
