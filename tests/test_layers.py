@@ -17,7 +17,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "vlcalc"
 # except that it must not take part in a cycle.
 ALLOWED = {
     "vlcalc.model": set(),
-    "vlcalc.errors": set(),
+    "vlcalc.errors": {"vlcalc.model"},
     "vlcalc.documents": {"vlcalc.errors", "vlcalc.model", "vlcalc.vl"},
     "vlcalc.answer": {
         "vlcalc.documents", "vlcalc.errors", "vlcalc.model", "vlcalc.transport.base",
