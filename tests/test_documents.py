@@ -3,13 +3,22 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from vlcalc.documents import parse_document, read_paths
+from vlcalc.answer import record_answer
+from vlcalc.documents import MAX_DOCUMENT_BYTES, parse_document
 from vlcalc.errors import DocumentError
+from vlcalc.files import parse_bytes, read_capped, read_paths
+from vlcalc.model import ErrorKind, Status
+from vlcalc.report import build_check
+from vlcalc.transport.base import RunResult, Target
+from vlcalc.vl import VLSet
 
 from fleet_fixtures import hardware_doc, mixed_fleet, probe_doc
 
@@ -51,7 +60,7 @@ def test_probe_error_document_is_an_error_node() -> None:
 @pytest.mark.parametrize(
     ("content", "message"),
     [
-        ("{not json", "p.json: not JSON: Expecting property name"),
+        ("{not json", "p.json: not JSON: object keys must be strings"),
         ("[1, 2]", "not a vlcalc document"),
         ({"schema": "other/1"}, "p.json: schema: not a vlcalc document"),
         (
@@ -70,7 +79,7 @@ def test_probe_error_document_is_an_error_node() -> None:
             "exactly one of sve and error",
         ),
         ({**hardware_doc("n", "a64fx"), "hostname": ""}, "empty hostname"),
-        ({**hardware_doc("n", "a64fx"), "kernel": 5}, "p.json: kernel: expected string"),
+        ({**hardware_doc("n", "a64fx"), "kernel": 5}, "p.json: kernel: Expected `str`, got `int`"),
     ],
 )
 def test_bad_documents_give_one_line_naming_file_and_field(
@@ -117,3 +126,137 @@ def test_unknown_fields_are_ignored_for_forward_compatibility() -> None:
     doc = {**hardware_doc("n", "a64fx"), "sme": {"vls": [128, 256]}, "new": 1}
     (node,) = parse_document(doc, source="p.json")
     assert str(node.vls) == "128,256,512"
+
+
+# -- caps on hostile input (issue 11): one line, exit 2, never a traceback ----------------------
+PROBE_TEXT = json.dumps(hardware_doc("n1", "a64fx"))
+HOSTILE_FILES = {
+    "deep-array": ("[" * 100_000, "nested too deeply"),
+    "deep-in-unknown-field": (
+        PROBE_TEXT[:-1] + ', "x": ' + "[" * 100_000 + "]" * 100_000 + "}",
+        "nested too deeply",
+    ),
+    "huge-integer": ('{"a": ' + "9" * 5001 + "}", "Integer value out of range"),
+    "huge-integer-in-probe": (
+        PROBE_TEXT.replace('"probe_version": 1', '"probe_version": ' + "9" * 5001),
+        "probe_version: Integer value out of range",
+    ),
+    "nan": (PROBE_TEXT.replace("31.0", "NaN"), "NaN and Infinity are not JSON numbers"),
+    "infinity": (PROBE_TEXT.replace("14.2", "-Infinity"), "NaN and Infinity are not JSON"),
+    "duplicate-key": (
+        PROBE_TEXT.replace('"hostname": "n1"', '"hostname": "n1", "hostname": "n2"'),
+        "the same key twice",
+    ),
+    "duplicate-key-in-escaped-text": (
+        PROBE_TEXT.replace('"arch": "aarch64"', '"arch": "aarch64", "arch": "\\u0061"'),
+        "the same key twice",
+    ),
+}
+
+
+def vlcalc(*args: str) -> subprocess.CompletedProcess[str]:
+    """The real CLI in a process of its own: real exit code, real stderr, default limits."""
+    return subprocess.run(
+        [sys.executable, "-m", "vlcalc", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def assert_one_line_error(done: subprocess.CompletedProcess[str], text: str) -> None:
+    assert done.returncode == 2, done.stderr
+    assert done.stdout == ""
+    assert done.stderr.startswith("vlcalc: error: ") and done.stderr.count("\n") == 1
+    assert text in done.stderr and "Traceback" not in done.stderr
+
+
+@pytest.mark.parametrize("case", sorted(HOSTILE_FILES))
+def test_hostile_json_is_one_line_exit_2(tmp_path: Path, case: str) -> None:
+    content, message = HOSTILE_FILES[case]
+    path = write(tmp_path / "p.json", content)
+    assert_one_line_error(vlcalc("report", path, "-f", "json"), message)
+
+
+def test_a_fifo_is_refused_without_waiting(tmp_path: Path) -> None:
+    fifo = tmp_path / "scan.json"
+    os.mkfifo(fifo)  # nobody writes: reading it would block forever
+    assert_one_line_error(vlcalc("report", str(fifo)), "not a regular file")
+
+
+def test_a_device_is_refused() -> None:
+    assert_one_line_error(vlcalc("report", "/dev/zero"), "not a regular file")
+
+
+def test_a_file_over_the_cap_is_refused_before_reading(tmp_path: Path) -> None:
+    path = tmp_path / "huge.json"
+    with open(path, "wb") as handle:  # sparse: no disk, no memory
+        handle.truncate(MAX_DOCUMENT_BYTES + 1)
+    assert_one_line_error(vlcalc("report", str(path)), "more than vlcalc reads")
+
+
+def test_the_cap_is_checked_on_what_is_read(tmp_path: Path) -> None:
+    path = tmp_path / "p.json"
+    path.write_text(PROBE_TEXT)
+    with pytest.raises(DocumentError, match="more than vlcalc reads from one document"):
+        read_capped(path, limit=len(PROBE_TEXT) - 1)
+    assert read_capped(path, limit=len(PROBE_TEXT)) == PROBE_TEXT.encode()
+
+
+def test_the_cap_fits_a_100000_node_scan() -> None:
+    scan = mixed_fleet()
+    node_bytes = len(json.dumps(scan["nodes"][0], indent=1))  # --save writes indent=1
+    assert 100_000 * node_bytes * 2 < MAX_DOCUMENT_BYTES
+
+
+def test_duplicate_keys_are_refused_wherever_they_are() -> None:
+    scan = json.dumps(mixed_fleet())
+    assert parse_bytes(scan.encode(), source="s.json")  # the fast count says: none
+    for before, after in [
+        ('"limit": null', '"limit": null, "limit": "x"'),  # a known field
+        ('"total": 31.0', '"total": 31.0, "total": 1'),  # inside a free-form object
+        ('"interrupted": false', '"interrupted": false, "new": 1, "new": 2'),  # an unknown one
+    ]:
+        with pytest.raises(DocumentError, match="same key twice"):
+            parse_bytes(scan.replace(before, after, 1).encode(), source="s.json")
+    # Unknown fields and backslashes take the exact path, and are fine without a repeat.
+    unknown = scan.replace('"limit": null', '"limit": null, "sme": {"vls": [128]}, "a": "\\"x:"')
+    assert len(parse_bytes(unknown.encode(), source="s.json")) == 6
+
+
+def test_an_unknown_error_kind_is_kept() -> None:
+    doc = probe_doc("n1", None, error=("kvm-sme-api", "a newer probe's kind"))
+    (node,) = parse_document(doc, source="p.json")
+    assert node.error_kind == "kvm-sme-api" and not isinstance(node.error_kind, ErrorKind)
+    (known,) = parse_document(probe_doc("n2", None, error=("no-kvm", "m")), source="p.json")
+    assert known.error_kind is ErrorKind.NO_KVM and known.status is Status.ERROR
+
+
+@pytest.mark.parametrize(
+    ("stdout", "reason"),
+    [
+        (b"[" * 100_000, "nested too deeply"),
+        (PROBE_TEXT.replace("31.0", "NaN").encode(), "NaN and Infinity"),
+        (b'{"a": ' + b"9" * 5001 + b"}", "Integer value out of range"),
+        (PROBE_TEXT.replace('"arch"', '"kernel": "x", "arch"').encode(), "same key twice"),
+    ],
+    ids=["deep", "nan", "huge-integer", "duplicate-key"],
+)
+def test_a_node_printing_hostile_json_is_bad_output(stdout: bytes, reason: str) -> None:
+    record, probe = record_answer(Target("n1", "n1"), RunResult(0, stdout, b""))
+    assert (record.status, record.error_kind, probe) == (Status.ERROR, ErrorKind.BAD_OUTPUT, None)
+    assert record.error_message is not None and reason in record.error_message
+
+
+def test_the_probes_trials_reach_check() -> None:
+    doc = hardware_doc("n1", "a64fx")
+    trial_words = VLSet.from_vls([128, 256]).hex_words()
+    doc["trials"] = [
+        {"spec": "128,256", "vls": [128, 256], "words": trial_words, "accepted": False}
+    ]
+    (node,) = parse_document(doc, source="p.json")
+    assert [(t.vls, t.accepted) for t in node.trials] == [((128, 256), False)]
+    (verdict,) = build_check([node], VLSet.from_vls([128, 256])).verdicts
+    assert (verdict.kernel, verdict.model, verdict.verdict) == ("reject", "accept", "reject")
+    assert node.probe is not None and node.probe["trials"][0]["accepted"] is False

@@ -11,11 +11,12 @@ from pathlib import Path
 
 import pytest
 
+from vlcalc.answer import interpret
 from vlcalc.documents import parse_document
 from vlcalc.errors import InputError, NodeError
 from vlcalc.inventory import parse_inventory
 from vlcalc.probe import probe_source
-from vlcalc.scan import ScanOptions, interpret, probe_command, save_atomically, scan, scan_json
+from vlcalc.scan import ScanOptions, probe_command, save_atomically, scan, scan_json
 from vlcalc.transport.base import RunResult, Target, Timeouts
 
 from fleet_fixtures import hardware_doc

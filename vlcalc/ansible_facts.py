@@ -16,19 +16,18 @@ becomes the node's name, not the probe's ``hostname``):
   What the node printed is untrusted: output that is not a valid probe document makes a
   ``bad-output`` node, as in ``vlcalc scan``.
 
-:func:`parse_ansible` is pure; ``vlcalc.documents`` reads the files and passes the file name.
+:func:`parse_ansible` is pure; ``vlcalc.files`` reads the files and passes the file name.
 """
 
 from __future__ import annotations
 
-import json
 import re
 from typing import Any
 
-from vlcalc.documents import NodeRecord, error_node, parse_probe
+from vlcalc.answer import MAX_PROBE_OUTPUT, record_answer
+from vlcalc.documents import NodeRecord, decode, error_node, parse_probe
 from vlcalc.errors import DocumentError
-from vlcalc.model import printable
-from vlcalc.scan import MAX_PROBE_OUTPUT, record_answer
+from vlcalc.model import ErrorKind, printable
 from vlcalc.transport.base import RunResult, Target
 
 FACT = "kvm_sve"  # the fact collect.yml sets: the probe document
@@ -80,9 +79,9 @@ def _payload(text: Any, source: str) -> Any:
     if not isinstance(text, str):
         raise DocumentError("must be JSON text", source=source, field=PAYLOAD_KEY)
     try:
-        return json.loads(text)
-    except ValueError as exc:
-        raise DocumentError(f"not JSON: {exc}", source=source, field=PAYLOAD_KEY) from None
+        return decode(text.encode("utf-8", "surrogatepass"), Any, source=source)
+    except DocumentError as exc:
+        raise DocumentError(exc.message, source=source, field=PAYLOAD_KEY) from None
 
 
 def _untag(value: Any, source: str, where: str) -> Any:
@@ -104,7 +103,10 @@ def _untag(value: Any, source: str, where: str) -> Any:
 
 
 def _from_facts(facts: Any, source: str, name: str | None, prefix: str) -> NodeRecord:
-    facts = _untag(facts, source, prefix.rstrip(".")) if prefix else facts
+    try:
+        facts = _untag(facts, source, prefix.rstrip(".")) if prefix else facts
+    except RecursionError:  # decode() bounds nesting by the same limit, this walk is deeper
+        raise DocumentError("nested too deeply", source=source, field=PAYLOAD_KEY) from None
     if not isinstance(facts, dict):
         raise DocumentError("must be an object of facts", source=source, field=prefix.rstrip("."))
     if FACT not in facts:
@@ -124,7 +126,7 @@ def _from_result(result: dict[str, Any], source: str, name_hint: str | None) -> 
     message = result.get("msg")
     message = printable(message) if isinstance(message, str) else "no message"
     if result.get("unreachable"):
-        return error_node(name, "unreachable", message, source=source)
+        return error_node(name, ErrorKind.UNREACHABLE, message, source=source)
     if result.get("skipped"):
         raise DocumentError(
             "the probe task was skipped for this host (check mode or a when: condition), so "
@@ -134,7 +136,10 @@ def _from_result(result: dict[str, Any], source: str, name_hint: str | None) -> 
         )
     if result.get("failed") and "rc" not in result:  # e.g. the copy to the node failed
         return error_node(
-            name, "probe-failed", f"Ansible could not run the probe: {message}", source=source
+            name,
+            ErrorKind.PROBE_FAILED,
+            f"Ansible could not run the probe: {message}",
+            source=source,
         )
     rc, stdout, stderr = result.get("rc"), result.get("stdout"), result.get("stderr", "")
     if not isinstance(rc, int) or isinstance(rc, bool):
@@ -145,11 +150,11 @@ def _from_result(result: dict[str, Any], source: str, name_hint: str | None) -> 
         raise DocumentError("must be the probe's output (a string)", source=source, field="stdout")
     if rc == 0 and result.get("failed"):  # a failed_when of the playbook's own
         return error_node(
-            name, "probe-failed", f"Ansible marked it failed: {message}", source=source
+            name, ErrorKind.PROBE_FAILED, f"Ansible marked it failed: {message}", source=source
         )
-    if len(stdout) > MAX_PROBE_OUTPUT:
+    if len(stdout) > MAX_PROBE_OUTPUT:  # before encoding it: it may be huge
         return error_node(
-            name, "bad-output", f"the node printed {len(stdout)} characters", source=source
+            name, ErrorKind.BAD_OUTPUT, f"the node printed {len(stdout)} characters", source=source
         )
     # From here on it is what vlcalc scan gets from a node: judge it the same way.
     answer = RunResult(rc, stdout.encode(), stderr.encode() if isinstance(stderr, str) else b"")

@@ -18,8 +18,9 @@ from typing import Annotated, Any, List, Optional, TypeVar  # typer reads these 
 import typer
 
 from vlcalc import __version__
-from vlcalc.documents import check_unique, read_paths
+from vlcalc.documents import check_unique
 from vlcalc.errors import InputError, NodeError, SpecError, VlcalcError
+from vlcalc.files import read_paths
 from vlcalc.options import check_scan_options
 from vlcalc.qemu import parse_guest_spec
 from vlcalc.render import (

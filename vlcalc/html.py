@@ -22,7 +22,7 @@ from __future__ import annotations
 import html
 from collections.abc import Sequence
 
-from vlcalc.model import printable
+from vlcalc.model import Status, printable
 from vlcalc.qemu import QEMU_MAX_VL
 from vlcalc.report import (
     ERRORS_SHOWN,
@@ -136,8 +136,8 @@ def _headline(view: ReportView, p: str) -> str:
     statuses = [node.status for node in view.nodes]
     stats = [
         (completeness.total, "nodes"),
-        (statuses.count("ok"), "with SVE"),
-        (statuses.count("no-sve"), "no SVE"),
+        (statuses.count(Status.OK), "with SVE"),
+        (statuses.count(Status.NO_SVE), "no SVE"),
         (completeness.unprobed, "not probed"),
     ]
     cards = "".join(

@@ -21,6 +21,11 @@ class _Name(str, Enum):
     def __str__(self) -> str:
         return str(self.value)
 
+    # Enum hashes a member by its name ("OK"); hash it as its value, so that a member and its
+    # string are the same dict key, as they are equal (Status.OK == "ok").
+    def __hash__(self) -> int:
+        return str.__hash__(self)
+
 
 class Status(_Name):
     """What vlcalc knows of one node's KVM set."""
@@ -53,6 +58,19 @@ class ErrorKind(_Name):
     KVM_IOCTL = "kvm-ioctl"
     USAGE = "usage"
     INTERNAL = "internal"
+
+
+_ERROR_KINDS = {kind.value: kind for kind in ErrorKind}
+
+
+def error_kind(text: str) -> ErrorKind | str:
+    """The :class:`ErrorKind` called ``text``, or ``text`` itself for a kind this vlcalc does not
+    know (a newer probe's): kept, not refused.
+
+    >>> error_kind("no-kvm") is ErrorKind.NO_KVM, error_kind("kvm-sme")
+    (True, 'kvm-sme')
+    """
+    return _ERROR_KINDS.get(text, text)
 
 
 class Verdict(_Name):

@@ -15,12 +15,14 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from enum import IntEnum
 from fnmatch import fnmatchcase
 from itertools import count, repeat
 from operator import attrgetter
 from typing import Any
+
+from msgspec.structs import replace
 
 from vlcalc.compat import (
     ClusterAnswer,
@@ -842,10 +844,10 @@ def verdict_for(host: VLSet, requested: VLSet) -> Verdict:
 
 def kernel_trial(node: NodeRecord, requested: VLSet) -> str | None:
     """The node kernel's own verdict on ``requested`` from the probe's acceptance trials."""
-    wanted = requested.vls()
-    for trial in (node.probe or {}).get("trials", []):
-        if trial["vls"] == wanted:
-            return "accept" if trial["accepted"] else "reject"
+    wanted = tuple(requested.vls())
+    for trial in node.trials:
+        if trial.vls == wanted:
+            return "accept" if trial.accepted else "reject"
     return None
 
 

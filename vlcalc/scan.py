@@ -24,26 +24,17 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from vlcalc import __version__
-from vlcalc.documents import NodeRecord, error_node, parse_probe
-from vlcalc.errors import DocumentError, InputError, NodeError
-from vlcalc.model import SCAN_SCHEMA, printable
+from vlcalc.answer import MAX_PROBE_OUTPUT, record_answer
+from vlcalc.documents import NodeRecord, error_node
+from vlcalc.errors import InputError, NodeError
+from vlcalc.model import SCAN_SCHEMA, ErrorKind, Status, printable
 from vlcalc.probe import probe_args, probe_source
-from vlcalc.transport.base import RunResult, Target, Timeouts, Transport
+from vlcalc.transport.base import Target, Timeouts, Transport
 
 if TYPE_CHECKING:  # the inventory module (and PyYAML) loads only when a scan reads one
     from vlcalc.inventory import Host
 
 DEFAULT_FORKS = 32
-MAX_PROBE_OUTPUT = 256 * 1024  # a probe document is ~1 KiB; trials add ~200 bytes each
-_SUDO_FAILURES = (
-    "a password is required",
-    "a terminal is required",
-    "is not in the sudoers",
-    "may not run sudo",
-    "not allowed to execute",
-    "sudo: command not found",
-    "sudo: not found",
-)
 
 
 @dataclass(frozen=True)
@@ -64,8 +55,8 @@ class ScanEntry:
     elapsed_ms: float
 
     @property
-    def outcome(self) -> str:
-        return "ok" if self.probe is not None else "error"
+    def outcome(self) -> Status:
+        return Status.OK if self.probe is not None else Status.ERROR
 
 
 @dataclass(frozen=True)
@@ -95,68 +86,6 @@ def probe_command(target: Target, tries: Sequence[str]) -> str:
     # -n: never prompt (a prompt would hang the scan); a refusal becomes the node's error.
     user = f"-u {shlex.quote(target.become_user)} " if target.become_user else ""
     return f"sudo -n {user}-- {command}"
-
-
-def interpret(target: Target, result: RunResult) -> dict[str, Any]:
-    """Turn what the node sent into a probe document, or raise :class:`NodeError`."""
-    stderr = result.stderr_tail.decode("utf-8", "replace").strip()
-    tail = printable(stderr[-300:])
-    if result.exit_status != 0:
-        lowered = stderr.lower()
-        if target.become and any(text in lowered for text in _SUDO_FAILURES):
-            raise NodeError(
-                "sudo-failed",
-                f"sudo refused to run the probe without a password: {tail}; allow "
-                f"'{target.python}' with NOPASSWD for this user, or add it to group kvm and drop "
-                "become",
-                node=target.name,
-            )
-        if result.exit_status == 127 or "python3: not found" in lowered:
-            raise NodeError(
-                "no-python",
-                f"'{target.python}' was not found on the node (exit {result.exit_status}); "
-                "install python3 or set ansible_python_interpreter",
-                node=target.name,
-            )
-        raise NodeError(
-            "probe-failed",
-            f"the probe exited with status {result.exit_status}: {tail or 'no error output'}",
-            node=target.name,
-        )
-    try:
-        text = result.stdout.decode("utf-8")
-        document = json.loads(text)
-    except (UnicodeDecodeError, ValueError):
-        raise NodeError(
-            "bad-output",
-            f"the node did not answer with a probe document: {printable(repr(result.stdout[:80]))}",
-            node=target.name,
-        ) from None
-    if not isinstance(document, dict):
-        raise NodeError("bad-output", "the node's answer is not a JSON object", node=target.name)
-    return document
-
-
-def record_answer(
-    target: Target,
-    result: RunResult,
-    *,
-    groups: tuple[str, ...] = (),
-    source: str | None = None,
-) -> tuple[NodeRecord, dict[str, Any] | None]:
-    """What a node answered, as its record and (when valid) its probe document; every way the
-    answer can be wrong becomes an error record.  Shared by ``vlcalc scan`` and the reader of
-    Ansible's registered results."""
-    name = target.name
-    try:
-        probe = interpret(target, result)
-        record = parse_probe(probe, source=source or name, name=name, groups=groups)
-    except NodeError as exc:
-        return error_node(name, exc.kind, exc.message, groups=groups, source=source), None
-    except DocumentError as exc:
-        message = f"the probe document is invalid: {printable(str(exc))}"
-        return error_node(name, "bad-output", message, groups=groups, source=source), None
-    return record, probe
 
 
 def scan_host(transport: Transport, host: Host, options: ScanOptions) -> ScanEntry:
@@ -207,7 +136,9 @@ def scan(
             entry = scan_host(transport, host, options)
         except Exception as exc:  # a bug must cost one node, not hang or abort the scan
             message = f"internal error in vlcalc ({type(exc).__name__}: {exc}); please report it"
-            record = error_node(host.name, "internal", printable(message), groups=host.groups)
+            record = error_node(
+                host.name, ErrorKind.INTERNAL, printable(message), groups=host.groups
+            )
             entry = ScanEntry(host, record, None, 0.0)
         finished.put((index, entry))
 
@@ -239,7 +170,7 @@ def scan(
 def _interrupted(host: Host) -> ScanEntry:
     message = "the scan was interrupted before this node answered"
     return ScanEntry(
-        host, error_node(host.name, "interrupted", message, groups=host.groups), None, 0.0
+        host, error_node(host.name, ErrorKind.INTERRUPTED, message, groups=host.groups), None, 0.0
     )
 
 
