@@ -22,7 +22,7 @@ from vlcalc.documents import check_unique
 from vlcalc.errors import InputError, NodeError, SpecError, VlcalcError
 from vlcalc.files import read_paths
 from vlcalc.options import check_scan_options
-from vlcalc.qemu import parse_guest_spec
+from vlcalc.qemu import parse_guest_spec, parse_spec
 from vlcalc.render import (
     CHECK_FORMATS,
     DIFF_FORMATS,
@@ -53,7 +53,7 @@ from vlcalc.report import (
     report_json,
 )
 from vlcalc.scan import DEFAULT_FORKS, ScanResult
-from vlcalc.vl import VQ_BITS, VQ_MAX, parse_spec
+from vlcalc.vl import VQ_BITS, VQ_MAX
 
 app = typer.Typer(
     add_completion=False,

@@ -418,3 +418,23 @@ def libvirt_props(
     except QemuError as exc:
         raise QemuError(exc.error, *exc.hints, source=source) from None
     return props, model, tuple(notes)
+
+
+def parse_spec(text: str, *, source: str = "--vls") -> VLSet:
+    """Parse one VL set in any syntax vlcalc accepts; raise :class:`SpecError` naming the bad part.
+
+    - VL bits: ``128,256,512`` (spaces allowed); ``none`` is the empty set;
+    - the KVM bitmap: ``0xb`` (word 0) or all eight words ``0xb,0x0,0x0,0x0,0x0,0x0,0x0,0x0``;
+    - QEMU ``-cpu`` properties or a libvirt ``<cpu>`` element that pin one set on every host
+      (``sve128=on,sve256=on``, ``host,sve=on,sve128=on,sve256=on,sve384=off,sve512=on``,
+      ``sve=off``).  Properties whose set depends on the host (``host``, ``sve=on``,
+      ``sve256=on``) are refused here: ``vlcalc check`` resolves those per node.
+    """
+    spec = parse_guest_spec(text, source=source)
+    if spec.fixed is None:
+        raise SpecError(
+            f"{spec.text!r} gives each host its own set (QEMU fills in the host's lengths); "
+            "write the VLs (128,256) or name every sveN up to the largest as on or off",
+            source=source,
+        )
+    return spec.fixed

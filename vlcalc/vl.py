@@ -7,8 +7,10 @@ so set algebra and the kernel's prefix rule are single bit operations.
 
 >>> VLSet.from_vls([128, 256, 512]).words()[0]
 11
->>> str(parse_spec("host,sve=on,sve128=on,sve256=on"))
-'128,256'
+>>> str(parse_vls("0xb"))
+'128,256,512'
+
+QEMU ``-cpu`` properties and libvirt XML are read in :mod:`vlcalc.qemu`, which knows their rules.
 """
 
 from __future__ import annotations
@@ -129,19 +131,6 @@ class VLSet:
         return ",".join(str(vl) for vl in self.vls()) or "none"
 
     # -- renderings (kept here for callers; the rules live in vlcalc.qemu) ----------------------
-    def qemu_cpu(self, model: str = "host") -> str:
-        """The QEMU ``-cpu`` value pinning exactly this set on every host; see
-        :func:`vlcalc.qemu.qemu_cpu`.  Raises ``QemuError`` above VL 2048."""
-        from vlcalc.qemu import qemu_cpu
-
-        return qemu_cpu(self, model)
-
-    def libvirt_xml(self) -> str:
-        """A libvirt ``<cpu>`` element pinning exactly this set; see
-        :func:`vlcalc.qemu.libvirt_xml`."""
-        from vlcalc.qemu import libvirt_xml
-
-        return libvirt_xml(self)
 
 
 # A fleet has a handful of distinct sets and many nodes: compute each set's members once.
@@ -156,28 +145,6 @@ def _vls(mask: int) -> tuple[int, ...]:
 
 
 # -- parsing user input ---------------------------------------------------------------------------
-def parse_spec(text: str, *, source: str = "--vls") -> VLSet:
-    """Parse one VL set in any syntax vlcalc accepts; raise :class:`SpecError` naming the bad part.
-
-    - VL bits: ``128,256,512`` (spaces allowed); ``none`` is the empty set;
-    - the KVM bitmap: ``0xb`` (word 0) or all eight words ``0xb,0x0,0x0,0x0,0x0,0x0,0x0,0x0``;
-    - QEMU ``-cpu`` properties or a libvirt ``<cpu>`` element that pin one set on every host
-      (``sve128=on,sve256=on``, ``host,sve=on,sve128=on,sve256=on,sve384=off,sve512=on``,
-      ``sve=off``).  Properties whose set depends on the host (``host``, ``sve=on``,
-      ``sve256=on``) are refused here: ``vlcalc check`` resolves those per node.
-    """
-    from vlcalc.qemu import parse_guest_spec
-
-    spec = parse_guest_spec(text, source=source)
-    if spec.fixed is None:
-        raise SpecError(
-            f"{spec.text!r} gives each host its own set (QEMU fills in the host's lengths); "
-            "write the VLs (128,256) or name every sveN up to the largest as on or off",
-            source=source,
-        )
-    return spec.fixed
-
-
 def parse_vls(text: str, *, source: str = "--vls") -> VLSet:
     """One VL set as bits (``128,256``, ``none``) or KVM bitmap words (``0xb``)."""
     stripped = text.strip()

@@ -25,7 +25,6 @@ from vlcalc.transport.ssh._paramiko import (
     has_match_exec,
     paramiko,
 )
-from vlcalc.transport.ssh.known_hosts import known_hosts_name
 
 DEFAULT_KEY_NAMES = ("id_ed25519", "id_ecdsa", "id_rsa")
 #: A longer route is refused: no real network needs it, and each hop is a connection.
@@ -82,6 +81,15 @@ def read_ssh_config(paths: Sequence[str]) -> IndexedSSHConfig:
     if has_match_exec(parsed):
         enable_match_exec()
     return IndexedSSHConfig(parsed)
+
+
+def known_hosts_name(host: str, port: int) -> str:
+    """The name OpenSSH looks up and writes: ``host`` on port 22, ``[host]:port`` otherwise.
+
+    >>> known_hosts_name("node01", 2222)
+    '[node01]:2222'
+    """
+    return host if port == 22 else f"[{host}]:{port}"
 
 
 @dataclass(frozen=True)

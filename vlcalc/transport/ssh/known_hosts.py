@@ -15,25 +15,14 @@ import os
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from vlcalc.errors import HostKeyChangedError, HostKeyRevokedError, HostKeyUnknownError
 from vlcalc.transport.ssh._paramiko import paramiko
+from vlcalc.transport.ssh.config import Endpoint, known_hosts_name
 from vlcalc.transport.ssh.deadlines import Attempt, acquire
 
-if TYPE_CHECKING:
-    from vlcalc.transport.ssh.config import Endpoint
-
 _RSA = frozenset({"ssh-rsa", "rsa-sha2-256", "rsa-sha2-512"})
-
-
-def known_hosts_name(host: str, port: int) -> str:
-    """The name OpenSSH looks up and writes: ``host`` on port 22, ``[host]:port`` otherwise.
-
-    >>> known_hosts_name("node01", 2222)
-    '[node01]:2222'
-    """
-    return host if port == 22 else f"[{host}]:{port}"
 
 
 def fingerprint(key_type: str, blob: bytes) -> str:
