@@ -25,11 +25,13 @@ from typing import TextIO
 
 from vlcalc.errors import VlcalcError
 from vlcalc.lab import cluster, image
+from vlcalc.model import ExitCode
 
-EXIT_OK = 0
-EXIT_ERROR = 1
-EXIT_USAGE = 2
-EXIT_INTERRUPTED = 130
+# vlcalc's one exit-code scheme: 1 would mean "the answer falls short", which a lab never says.
+EXIT_OK = ExitCode.OK
+EXIT_ERROR = ExitCode.FAILED
+EXIT_USAGE = ExitCode.INVALID_INPUT
+EXIT_INTERRUPTED = ExitCode.INTERRUPTED
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -107,7 +109,7 @@ def _up(args: argparse.Namespace, out: TextIO) -> int:
 
 
 def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
-    """Run the lab command line; returns the exit code (0 ok, 1 error, 2 usage, 130 ^C)."""
+    """Run the lab command line; returns the exit code (0 ok, 2 error or usage, 130 ^C)."""
     stdout = out or sys.stdout
     try:
         args = _parser().parse_args(argv)
