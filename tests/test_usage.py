@@ -40,6 +40,8 @@ def vlcalc(*args: str) -> subprocess.CompletedProcess[str]:
         (["report", "x.json", "-f"], "Option '-f' requires an argument."),
         (["scan", "a.yaml", "b.yaml"], "unexpected extra argument"),
         (["nosuch"], "No such command 'nosuch'."),
+        (["report", "x.json", "-f", "yaml"], "'yaml' is not one of 'table', 'json', 'markdown'"),
+        (["check", "--vls", "128", "x.json", "-f", "qemu"], "'qemu' is not one of 'table'"),
     ],
 )
 def test_usage_errors_are_one_line(args: list[str], expected: str) -> None:
