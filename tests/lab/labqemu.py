@@ -23,7 +23,8 @@ from vlcalc.lab.cluster import NodeSpec
 GUEST_SOURCE = Path(__file__).resolve().parent / "guest" / "vlguest.S"
 
 QEMU_FLEET = (
-    NodeSpec("q384", frozenset({128, 256, 384}), "6.1", qemu=True),
+    # libvirt too: vlcalc's <cpu> XML through libvirt's own conversion, with real KVM.
+    NodeSpec("q384", frozenset({128, 256, 384}), "6.1", qemu=True, libvirt=True),
     NodeSpec("qa64fx", frozenset({128, 256, 512}), "6.1", qemu=True),
     NodeSpec("qvl4", frozenset({128, 256, 384, 512}), "6.12", ("kvm-arm.mode=nvhe",), qemu=True),
     NodeSpec("qnosve", None, "6.12", qemu=True),

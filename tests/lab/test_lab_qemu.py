@@ -14,6 +14,7 @@ import json
 import os
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -58,12 +59,23 @@ def guest_image(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return inner.build_guest(GUEST_SOURCE, tmp_path_factory.mktemp("guest"))
 
 
+@dataclass(frozen=True)
+class ClusterAnswer:
+    """What vlcalc says for the SVE nodes: the ``-cpu`` value and ``<cpu>`` XML users paste
+    (``vlcalc report -f qemu`` / ``-f libvirt`` of a saved scan) and the scan's JSON report."""
+
+    cpu: str
+    libvirt_xml: str
+    report: Any
+
+    @property
+    def vls(self) -> VLSet:
+        return VLSet.from_vls(self.report["cluster"]["vls"])
+
+
 @pytest.fixture(scope="module")
-def cluster_cpu(qemu_lab: LabFleet, tmp_path_factory: pytest.TempPathFactory) -> tuple[str, Any]:
-    """``vlcalc scan`` of the SVE nodes saved to a file, then ``vlcalc report -f qemu`` of it:
-    the ``-cpu`` value users paste, and the scan's JSON report."""
-    workdir = tmp_path_factory.mktemp("scan")
-    saved = workdir / "scan.json"
+def cluster(qemu_lab: LabFleet, tmp_path_factory: pytest.TempPathFactory) -> ClusterAnswer:
+    saved = tmp_path_factory.mktemp("scan") / "scan.json"
     env = {**os.environ, "HOME": "/nonexistent-home"}
     env.pop("SSH_AUTH_SOCK", None)
     scan = subprocess.run(
@@ -75,12 +87,17 @@ def cluster_cpu(qemu_lab: LabFleet, tmp_path_factory: pytest.TempPathFactory) ->
         capture_output=True, text=True, timeout=600, env=env, check=False,
     )  # fmt: skip
     assert scan.returncode == 0, scan.stderr
-    report = subprocess.run(
-        [sys.executable, "-m", "vlcalc", "report", str(saved), "-f", "qemu"],
-        capture_output=True, text=True, timeout=120, env=env, check=False,
-    )  # fmt: skip
-    assert report.returncode == 0, report.stderr
-    return inner.cpu_from_report(report.stdout), json.loads(scan.stdout)
+    printed = {}
+    for fmt in ("qemu", "libvirt"):
+        report = subprocess.run(
+            [sys.executable, "-m", "vlcalc", "report", str(saved), "-f", fmt],
+            capture_output=True, text=True, timeout=120, env=env, check=False,
+        )  # fmt: skip
+        assert report.returncode == 0, report.stderr
+        printed[fmt] = report.stdout
+    return ClusterAnswer(
+        inner.cpu_from_report(printed["qemu"]), printed["libvirt"], json.loads(scan.stdout)
+    )
 
 
 def _cpu_props(cpu: str) -> dict[str, str]:
@@ -137,17 +154,15 @@ def _run_guest(lab: LabFleet, name: str, cpu: str, image: Path) -> dict[str, Any
 
 @pytest.mark.parametrize("name", QEMU_SVE_NODES)
 def test_guest_with_the_reported_cpu_gets_the_cluster_set(
-    qemu_lab: LabFleet, name: str, guest_image: Path, cluster_cpu: tuple[str, Any]
+    qemu_lab: LabFleet, name: str, guest_image: Path, cluster: ClusterAnswer
 ) -> None:
-    cpu, scan = cluster_cpu
-    cluster = VLSet.from_vls(scan["cluster"]["vls"])
-    assert cluster == VLSet.from_vls([128, 256])  # q384 and qa64fx diverge at 384
-    assert resolve_kvm(_cpu_props(cpu), _host(name)) == cluster
-    result = _run_guest(qemu_lab, name, cpu, guest_image)
+    assert cluster.vls == VLSet.from_vls([128, 256])  # q384 and qa64fx diverge at 384
+    assert resolve_kvm(_cpu_props(cluster.cpu), _host(name)) == cluster.vls
+    result = _run_guest(qemu_lab, name, cluster.cpu, guest_image)
     # The guest powered off by itself (PSCI SYSTEM_OFF): QEMU exits 0 after the 'q'.
     assert result["error"] is None and result["returncode"] == 0, result
     sets = inner.guest_sets(result["serial"])
-    assert sets and all(vls == cluster for vls in sets), result["serial"]
+    assert sets and all(vls == cluster.vls for vls in sets), result["serial"]
 
 
 @pytest.mark.parametrize("name", ["q384", "qnosve"])
@@ -216,15 +231,14 @@ def _after_resume(result: dict[str, Any]) -> list[VLSet]:
 
 
 def test_migration_with_vlcalc_settings_keeps_the_guest_set(
-    qemu_lab: LabFleet, guest_image: Path, cluster_cpu: tuple[str, Any]
+    qemu_lab: LabFleet, guest_image: Path, cluster: ClusterAnswer
 ) -> None:
-    cpu, scan = cluster_cpu
-    cluster = VLSet.from_vls(scan["cluster"]["vls"])
-    saved, restored = _migrate(qemu_lab, "q384", "qa64fx", cpu, guest_image)
-    assert set(inner.guest_sets(saved["serial"])) == {cluster}
-    assert set(_after_resume(restored)) == {cluster}
+    saved, restored = _migrate(qemu_lab, "q384", "qa64fx", cluster.cpu, guest_image)
+    assert set(inner.guest_sets(saved["serial"])) == {cluster.vls}
+    assert set(_after_resume(restored)) == {cluster.vls}
     QEMU_AGREEMENTS.append(
-        f"migration q384 -> qa64fx with -cpu {cpu}: guest set {cluster} before and after"
+        f"migration q384 -> qa64fx with -cpu {cluster.cpu}: guest set {cluster.vls} before and"
+        " after"
     )
 
 
@@ -244,11 +258,55 @@ def test_migration_with_plain_host_changes_the_guest_set(
 
 
 def test_migration_across_kernel_lines_is_refused(
-    qemu_lab: LabFleet, guest_image: Path, cluster_cpu: tuple[str, Any]
+    qemu_lab: LabFleet, guest_image: Path, cluster: ClusterAnswer
 ) -> None:
     # Seen with QEMU 7.2: the 6.1 node's vcpu state does not load on 6.12 (KVM_SET_ONE_REG
     # EPERM on a register), whatever the SVE settings; vlcalc's pinning cannot change that.
-    cpu, _ = cluster_cpu
-    _, restored = _migrate(qemu_lab, "q384", "qvl4", cpu, guest_image)
+    _, restored = _migrate(qemu_lab, "q384", "qvl4", cluster.cpu, guest_image)
     assert restored["returncode"] == 1, restored
     assert "load of migration failed" in restored["stderr"], restored
+
+
+# ---------------------------------------------------------------------------------------------
+# libvirt on a KVM node
+
+
+LIBVIRT_DOMAIN = """<domain type='kvm'>
+  <name>vlcalc-libvirt-check</name>
+  <memory unit='MiB'>64</memory>
+  <os><type arch='aarch64' machine='virt'>hvm</type><kernel>{guest}</kernel></os>
+  {cpu}
+  <devices><emulator>/usr/bin/qemu-system-aarch64</emulator></devices>
+</domain>
+"""
+
+
+def test_libvirt_on_a_kvm_node_turns_vlcalc_cpu_into_the_cluster_set(
+    qemu_lab: LabFleet, guest_image: Path, cluster: ClusterAnswer
+) -> None:
+    """libvirt 9.0's own conversion (the embedded QEMU driver, ``qemu:///embed``: no daemon) of
+    vlcalc's ``<cpu mode='host-passthrough'>`` on a node with real KVM, then the guest started
+    with the ``-cpu`` libvirt chose: it must see the cluster set."""
+    name = next(spec.name for spec in QEMU_FLEET if spec.libvirt)
+    domain = f"{inner.NODE_DIR}/domain.xml"
+    copy_to(
+        qemu_lab, name, domain, LIBVIRT_DOMAIN.format(guest=GUEST, cpu=cluster.libvirt_xml).encode()
+    )
+    done = qemu_lab.ssh(
+        name,
+        f"virsh -c 'qemu:///embed?root={inner.NODE_DIR}/libvirt' domxml-to-native qemu-argv"
+        f" {domain}",
+        timeout_s=300,
+    )
+    argv = done.stdout.decode()
+    assert done.returncode == 0, done.stderr.decode(errors="replace")
+    assert " -accel kvm " in argv, argv
+    cpu = inner.cpu_from_argv(argv)
+    assert cpu.startswith("host,"), argv
+    result = _run_guest(qemu_lab, name, cpu, guest_image)
+    assert result["error"] is None and result["returncode"] == 0, result
+    sets = inner.guest_sets(result["serial"])
+    assert sets and all(vls == cluster.vls for vls in sets), result["serial"]
+    QEMU_AGREEMENTS.append(
+        f"libvirt 9.0 on {name} (KVM): vlcalc's <cpu> -> -cpu {cpu}: guest set {cluster.vls}"
+    )

@@ -123,3 +123,17 @@ def test_qemu_option_picks_the_variant_and_more_memory(tmp_path: Path) -> None:
     )
     assert argv[argv.index("-m") + 1] == str(cluster.QEMU_NODE_MEMORY_MIB)
     assert plain_argv[plain_argv.index("-m") + 1] == str(cluster.NODE_MEMORY_MIB) == "256"
+
+
+def test_libvirt_variant_names_and_users() -> None:
+    assert image.image_name("6.1", qemu=True, libvirt=True) == "6.1-libvirt"
+    spec = cluster.parse_node("n1=128,libvirt")
+    assert spec.libvirt and spec.image_name == "6.1-libvirt"
+    assert spec.memory_mib == cluster.QEMU_NODE_MEMORY_MIB
+    files = {entry.path: entry.data.decode() for entry in image.config_files(True, libvirt=True)}
+    # libvirt runs QEMU as libvirt-qemu, which must reach /dev/kvm; probe still must not.
+    assert "libvirt-qemu:*:" in files["etc/passwd"]
+    kvm = next(line for line in files["etc/group"].splitlines() if line.startswith("kvm:"))
+    assert kvm.endswith(":libvirt-qemu")
+    plain = {entry.path: entry.data.decode() for entry in image.config_files(True)}
+    assert "libvirt" not in plain["etc/passwd"] + plain["etc/group"]

@@ -1,6 +1,7 @@
 """The lab's command line: ``build``, ``up`` and ``down``.
 
     python -m vlcalc.lab build [--kernel 6.1 --kernel 6.12] [--refresh] [--no-sudo] [--qemu]
+        [--libvirt]
     python -m vlcalc.lab up --node n1=128,256,384,512 --node n2=128,256,512 --node n3=none \\
         [--kernel 6.1] [--append kvm-arm.mode=nvhe] --dir DIR
     python -m vlcalc.lab down --dir DIR
@@ -54,6 +55,9 @@ def _parser() -> argparse.ArgumentParser:
     build.add_argument("--no-sudo", action="store_true", help="leave sudo out of the image")
     build.add_argument(
         "--qemu", action="store_true", help="also build the variant with arm64 QEMU inside"
+    )
+    build.add_argument(
+        "--libvirt", action="store_true", help="also build the variant with QEMU and libvirt"
     )
 
     up = sub.add_parser("up", help="boot a fleet and keep it running until Ctrl-C or down")
@@ -130,8 +134,12 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
                 images += image.build(
                     lines, cache=args.cache, sudo=not args.no_sudo, qemu=True
                 ).values()
+            if args.libvirt:
+                images += image.build(
+                    lines, cache=args.cache, sudo=not args.no_sudo, libvirt=True
+                ).values()
             for img in images:
-                name = image.image_name(img.line, img.qemu)
+                name = image.image_name(img.line, img.qemu, img.libvirt)
                 print(f"{name}\t{img.release}\t{img.vmlinuz}\t{img.initramfs}", file=stdout)
             print(f"vlcalc-lab: built in {time.monotonic() - started:.1f} s", file=sys.stderr)
             return EXIT_OK

@@ -90,6 +90,22 @@ QEMU_PACKAGE = "qemu-system-arm"
 QEMU_BINARY = "usr/bin/qemu-system-aarch64"
 QEMU_SKIPPED_PACKAGES = frozenset({"qemu-system-common", "qemu-system-data"})
 QEMU_SUFFIX = "-qemu"
+# The libvirt variant adds libvirt 9.0's virsh and QEMU driver (loaded by virsh itself with the
+# embedded driver, ``qemu:///embed``: no daemon) to the QEMU variant, for checking vlcalc's
+# ``<cpu>`` XML with real libvirt and real KVM.  About 45 MB more (libxml2 pulls in ICU), so only
+# nodes that ask for it get it.
+LIBVIRT_SUFFIX = "-libvirt"
+LIBVIRT_QEMU_DRIVER = "usr/lib/aarch64-linux-gnu/libvirt/connection-driver/libvirt_driver_qemu.so"
+LIBVIRT_CPU_MAP = "usr/share/libvirt/cpu_map"
+# (package, file) whose DT_NEEDED closure goes into an image.
+QEMU_ROOTS = ((QEMU_PACKAGE, QEMU_BINARY),)
+LIBVIRT_ROOTS = (
+    ("libvirt-clients", "usr/bin/virsh"),
+    ("libvirt-daemon-driver-qemu", LIBVIRT_QEMU_DRIVER),
+)
+LIBVIRT_DATA_PACKAGE = "libvirt0"
+# The user a privileged libvirt runs QEMU as (also for probing its capabilities), in group kvm.
+LIBVIRT_QEMU_UID = 64055
 # Where the arm64 dynamic loader looks (after the merged-/usr normalisation).
 LIBRARY_DIRS = ("usr/lib/aarch64-linux-gnu", "usr/lib")
 # Enough layers of Depends for any library chain in bookworm; stops a runaway resolution.
@@ -213,8 +229,11 @@ def depends_from_apt_cache(output: str) -> set[str]:
     return result
 
 
-def image_name(line: str, qemu: bool) -> str:
-    """The cache folder of an image: ``6.12`` or, with QEMU inside, ``6.12-qemu``."""
+def image_name(line: str, qemu: bool, libvirt: bool = False) -> str:
+    """The cache folder of an image: ``6.12``; with QEMU inside ``6.12-qemu``; with QEMU and
+    libvirt ``6.12-libvirt``."""
+    if libvirt:
+        return line + LIBVIRT_SUFFIX
     return line + QEMU_SUFFIX if qemu else line
 
 
@@ -318,14 +337,20 @@ while :; do sleep 3600; done
 """
 
 
-def config_files(with_sudo: bool) -> list[cpio.Entry]:
-    """/etc of a node: users ``root`` and ``probe`` (uid 1000, not in ``kvm``), sudo for probe."""
+def config_files(with_sudo: bool, libvirt: bool = False) -> list[cpio.Entry]:
+    """/etc of a node: users ``root`` and ``probe`` (uid 1000, not in ``kvm``), sudo for probe;
+    with ``libvirt`` also ``libvirt-qemu`` (in ``kvm``), the user libvirt runs QEMU as."""
     passwd = (
         "root:*:0:0:root:/root:/bin/sh\n"
         f"probe:*:{PROBE_UID}:{PROBE_UID}:vlcalc probe:/home/probe:/bin/sh\n"
     )
     # "*" rather than "!": dropbear refuses keys for accounts whose password starts with "!".
     group = f"root:x:0:\ntty:x:5:\nkvm:x:{KVM_GID}:\nprobe:x:{PROBE_UID}:\n"
+    if libvirt:
+        uid = LIBVIRT_QEMU_UID
+        passwd += f"libvirt-qemu:*:{uid}:{uid}:libvirt:/nonexistent:/bin/false\n"
+        group = group.replace(f"kvm:x:{KVM_GID}:", f"kvm:x:{KVM_GID}:libvirt-qemu")
+        group += f"libvirt-qemu:x:{uid}:\n"
     entries = [
         cpio.regular("etc/passwd", passwd.encode()),
         cpio.regular("etc/group", group.encode()),
@@ -524,6 +549,7 @@ class Image:
     vmlinuz: Path
     initramfs: Path
     qemu: bool = False
+    libvirt: bool = False
 
 
 @dataclass(frozen=True)
@@ -665,27 +691,29 @@ class Builder:
                         )
         return index
 
-    def qemu_closure(self) -> tuple[dict[str, Path], dict[str, Library]]:
-        """The debs that hold QEMU's library closure, and the closure itself (soname -> file).
+    def library_closure(
+        self, roots: Sequence[tuple[str, str]]
+    ) -> tuple[dict[str, Path], dict[str, Library]]:
+        """The debs that hold the library closure of ``roots`` (package, file), and the closure
+        itself (soname -> file).
 
-        Starts from QEMU's package and the node's userland, and adds one layer of ``Depends`` of
-        the packages that provide needed libraries until every ``DT_NEEDED`` name resolves, so
-        only packages on a real library chain are fetched.
+        Starts from the roots' packages and the node's userland, and adds one layer of
+        ``Depends`` of the packages that provide needed libraries until every ``DT_NEEDED`` name
+        resolves, so only packages on a real library chain are fetched.
         """
-        packages = [QEMU_PACKAGE, *self.userland_packages()]
+        packages = list(dict.fromkeys([*(p for p, _ in roots), *self.userland_packages()]))
         expanded: set[str] = set()
         infos: dict[Path, tuple[str, ...]] = {}
         for _ in range(MAX_DEPENDS_ROUNDS):
             debs = self.download(packages)
-            roots = {p: self.unpack(deb) for p, deb in debs.items()}
-            libraries = self._library_index(roots)
-
-            binary = roots[QEMU_PACKAGE] / QEMU_BINARY
+            unpacked = {p: self.unpack(deb) for p, deb in debs.items()}
+            libraries = self._library_index(unpacked)
             needs = functools.partial(_needed_by, libraries, infos)
-            found, missing = elf.closure(elf.needed(binary.read_bytes()), needs)
+            start = [name for p, f in roots for name in elf.needed((unpacked[p] / f).read_bytes())]
+            found, missing = elf.closure(start, needs)
             if not missing:
                 return debs, {name: libraries[name] for name in found}
-            providers = {QEMU_PACKAGE} | {libraries[name].package for name in found}
+            providers = {p for p, _ in roots} | {libraries[name].package for name in found}
             fresh = sorted(providers - expanded)
             expanded.update(fresh)
             output = self._apt(
@@ -696,14 +724,22 @@ class Builder:
             if not more:
                 break
             packages += more
-        raise LabError(f"no arm64 package provides {', '.join(sorted(missing))} for QEMU")
+        raise LabError(f"no arm64 package provides {', '.join(sorted(missing))}")
 
-    def _qemu_entries(
-        self, debs: dict[str, Path], libraries: dict[str, Library]
+    def _closure_entries(
+        self,
+        roots: Sequence[tuple[str, str]],
+        debs: dict[str, Path],
+        libraries: dict[str, Library],
     ) -> list[cpio.Entry]:
-        """QEMU's binary and its libraries, each soname link with the file it points to."""
-        root = self.unpack(debs[QEMU_PACKAGE])
-        entries = [cpio.regular(QEMU_BINARY, (root / QEMU_BINARY).read_bytes(), 0o755)]
+        """The root files and their libraries, each soname link with the file it points to."""
+        entries = []
+        for package, path in roots:
+            # The kernel's initramfs unpacker makes no missing parents: name every folder.
+            parts = path.split("/")[:-1]
+            entries += [cpio.directory("/".join(parts[:i])) for i in range(1, len(parts) + 1)]
+            data = (self.unpack(debs[package]) / path).read_bytes()
+            entries.append(cpio.regular(path, data, 0o644 if ".so" in path else 0o755))
         for library in libraries.values():
             source = library.source
             path = library.path
@@ -718,6 +754,15 @@ class Builder:
                     os.path.normpath(f"{path.rsplit('/', 1)[0]}/{target}").lstrip("/")
                 )
             entries.append(cpio.regular(path, source.read_bytes(), 0o644))
+        return entries
+
+    def _libvirt_data(self) -> list[cpio.Entry]:
+        """libvirt's CPU map (``/usr/share`` is otherwise left out of images)."""
+        root = self.unpack(self.download([LIBVIRT_DATA_PACKAGE])[LIBVIRT_DATA_PACKAGE])
+        entries = [cpio.directory("usr/share"), cpio.directory("usr/share/libvirt")]
+        entries.append(cpio.directory(LIBVIRT_CPU_MAP))
+        for path in sorted((root / LIBVIRT_CPU_MAP).iterdir()):
+            entries.append(cpio.regular(f"{LIBVIRT_CPU_MAP}/{path.name}", path.read_bytes()))
         return entries
 
     # -- composing -----------------------------------------------------------------------------
@@ -762,11 +807,14 @@ class Builder:
             result.append((name, cpio.regular(f"usr/lib/modules/vlcalc/{name}.ko", data)))
         return result
 
-    def build(self, line: str, *, qemu: bool = False) -> Image:
+    def build(self, line: str, *, qemu: bool = False, libvirt: bool = False) -> Image:
         """The image of one kernel line, from cache when its manifest is unchanged.
 
-        ``qemu=True`` gives the variant with arm64 QEMU inside (``images/<line>-qemu``).
+        ``qemu=True`` gives the variant with arm64 QEMU inside (``images/<line>-qemu``),
+        ``libvirt=True`` the one with QEMU and libvirt (``images/<line>-libvirt``).
         """
+        qemu = qemu or libvirt
+        elf_roots = QEMU_ROOTS + (LIBVIRT_ROOTS if libvirt else ())
         self.update()
         kernel_pkg = self.kernel_package(line)
         release = kernel_release(kernel_pkg)
@@ -775,8 +823,8 @@ class Builder:
         qemu_debs: dict[str, Path] = {}
         libraries: dict[str, Library] = {}
         if qemu:
-            qemu_debs, libraries = self.qemu_closure()
-        out = self.images_dir / image_name(line, qemu)
+            qemu_debs, libraries = self.library_closure(elf_roots)
+        out = self.images_dir / image_name(line, qemu, libvirt)
         manifest = {
             "builder": BUILDER_VERSION,
             "kernel_line": line,
@@ -784,13 +832,14 @@ class Builder:
             "debs": sorted(deb.name for deb in debs.values()),
             # QEMU's deb and those of the libraries it loads: a new version of any rebuilds.
             "qemu_debs": sorted(
-                {qemu_debs[QEMU_PACKAGE].name}
+                {qemu_debs[package].name for package, _ in elf_roots}
                 | {qemu_debs[lib.package].name for lib in libraries.values()}
             )
             if qemu
             else [],
+            "libvirt": libvirt,
         }
-        image = Image(line, release, out / "vmlinuz", out / "initramfs.cpio", qemu)
+        image = Image(line, release, out / "vmlinuz", out / "initramfs.cpio", qemu, libvirt)
         manifest_path = out / "manifest.json"
         if (
             not self.refresh
@@ -815,10 +864,13 @@ class Builder:
             entries[entry.path] = entry
         modules = self._module_entries(roots[kernel_pkg], release)
         entries.update((entry.path, entry) for _, entry in modules)
-        for entry in config_files(self.sudo):
+        for entry in config_files(self.sudo, libvirt):
             entries[entry.path] = entry
         if qemu:
-            for entry in self._qemu_entries(qemu_debs, libraries):
+            for entry in self._closure_entries(elf_roots, qemu_debs, libraries):
+                entries.setdefault(entry.path, entry)
+        if libvirt:
+            for entry in self._libvirt_data():
                 entries.setdefault(entry.path, entry)
         entries.update((entry.path, entry) for entry in bytecode_entries(entries.values()))
         entries["init"] = cpio.regular(
@@ -843,13 +895,14 @@ def build(
     refresh: bool = False,
     sudo: bool = True,
     qemu: bool = False,
+    libvirt: bool = False,
 ) -> dict[str, Image]:
     """Fetch what is missing and build the image of every kernel line in ``lines``
-    (with ``qemu``, the variant with arm64 QEMU inside)."""
+    (with ``qemu``, the variant with arm64 QEMU inside; with ``libvirt``, QEMU and libvirt)."""
     builder = Builder(cache, refresh=refresh, sudo=sudo)
     builder.update()
     # One apt-get download for every line: apt fetches in parallel, once.
     kernels = [builder.kernel_package(line) for line in lines]
     builder.download([*kernels, *builder.userland_packages(), *([QEMU_PACKAGE] if qemu else [])])
     builder.refresh = False  # lists and debs are fresh now; build() must not fetch again
-    return {line: builder.build(line, qemu=qemu) for line in lines}
+    return {line: builder.build(line, qemu=qemu, libvirt=libvirt) for line in lines}

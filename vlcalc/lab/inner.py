@@ -160,6 +160,14 @@ def cpu_from_report(text: str) -> str:
     raise LabError(f"no -cpu line in the qemu report:\n{text}")
 
 
+def cpu_from_argv(argv: str) -> str:
+    """The ``-cpu`` value of a QEMU command line (``virsh domxml-to-native`` output)."""
+    match = re.search(r"(?:^|\s)-cpu\s+(\S+)", argv)
+    if match is None:
+        raise LabError(f"no -cpu in the QEMU command line:\n{argv}")
+    return match.group(1)
+
+
 def build_guest(source: Path, workdir: Path, prefix: str = CROSS_PREFIX) -> Path:
     """Assemble the guest (``as``, ``ld``, ``objcopy -O binary``): the raw image QEMU boots as
     ``-kernel``.  Raises :class:`CommandError` with the tool's output when a step fails."""
