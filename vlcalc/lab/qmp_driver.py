@@ -161,7 +161,9 @@ def run(plan: dict[str, Any]) -> dict[str, Any]:
         # A socket error is usually QEMU exiting under the driver: say that instead.
         time.sleep(0.2)
         exited = process.poll()
-        error = str(exc) if exited is None else f"QEMU exited with status {exited} ({exc})"
+        error = str(exc)
+        if exited is not None and "QEMU exited" not in error:
+            error = f"QEMU exited with status {exited} ({exc})"
     finally:
         try:
             process.wait(timeout=0 if error is not None else EXIT_GRACE_S)
