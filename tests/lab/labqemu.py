@@ -52,7 +52,8 @@ INVALID_PROPS: tuple[dict[str, str], ...] = (
 def property_sets(seed: int, count: int = 240) -> list[dict[str, str]]:
     """``count`` distinct ``-cpu host`` property sets: none, sve=on/off, each sveN on and off
     alone, every pinned prefix (all on, and on-then-off as vlcalc prints them), sve=off with
-    lengths, the invalid ones, a top length on with larger ones off, then random mixes (1-6
+    lengths, the invalid ones, every on-only and off-only choice among 128..640, a top length on
+    with larger ones off, then random mixes (1-6
     lengths near the hosts' range, each on or off, sometimes with sve=on/off or QEMU's other bool
     spellings).  Deterministic for a seed.
     """
@@ -66,6 +67,14 @@ def property_sets(seed: int, count: int = 240) -> list[dict[str, str]]:
     sets += [dict(props) for props in INVALID_PROPS]
     unique = {tuple(props.items()): props for props in sets}
     rng = random.Random(seed)
+    # Every on-only and every off-only choice among the lengths where the hosts differ: QEMU's
+    # auto-enabling below the largest "on" and its "disabling one disables all larger" rule.
+    low = QEMU_VLS[:5]
+    for bits in range(1, 1 << len(low)):
+        chosen = [vl for index, vl in enumerate(low) if bits >> index & 1]
+        for state in ("on", "off"):
+            props = {f"sve{vl}": state for vl in chosen}
+            unique.setdefault(tuple(props.items()), props)
     # The shapes users write: one top length on, some larger ones off (QEMU ignores those).
     for top in QEMU_VLS[:6]:
         for _ in range(5):
