@@ -4,6 +4,7 @@ Depends, and the node options that pick the variant (fast; no QEMU, not marked `
 from __future__ import annotations
 
 import shutil
+import stat
 import subprocess
 from pathlib import Path
 
@@ -137,3 +138,45 @@ def test_libvirt_variant_names_and_users() -> None:
     assert kvm.endswith(":libvirt-qemu")
     plain = {entry.path: entry.data.decode() for entry in image.config_files(True)}
     assert "libvirt" not in plain["etc/passwd"] + plain["etc/group"]
+
+
+def _staged(builder: image.Builder, deb: str, files: dict[str, bytes | str]) -> Path:
+    """A package as Builder.unpack leaves it (marker included); str values are symlinks."""
+    root = builder.staging_dir / deb.removesuffix(".deb")
+    for path, content in files.items():
+        target = root / path
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if isinstance(content, str):
+            target.symlink_to(content)
+        else:
+            target.write_bytes(content)
+    (root / ".vlcalc-unpacked").touch()
+    return builder.debs_dir / deb
+
+
+def test_closure_entries_name_parent_folders_and_follow_soname_links(tmp_path: Path) -> None:
+    builder = image.Builder(tmp_path)
+    driver = "usr/lib/aarch64-linux-gnu/libvirt/connection-driver/libvirt_driver_qemu.so"
+    debs = {
+        "drv": _staged(builder, "drv_1_arm64.deb", {driver: b"\x7fELF driver"}),
+        "libz": _staged(
+            builder,
+            "libz_1_arm64.deb",
+            {
+                "lib/aarch64-linux-gnu/libz.so.1": "libz.so.1.2.13",
+                "lib/aarch64-linux-gnu/libz.so.1.2.13": b"\x7fELF zlib",
+            },
+        ),
+    }
+    index = builder._library_index({p: builder.unpack(d) for p, d in debs.items()})
+    assert index["libz.so.1"].path == "usr/lib/aarch64-linux-gnu/libz.so.1"
+    entries = builder._closure_entries([("drv", driver)], debs, {"libz.so.1": index["libz.so.1"]})
+    by_path = {entry.path: entry for entry in entries}
+    # The initramfs unpacker creates no parents, so each folder of the driver is an entry.
+    for folder in ("usr", "usr/lib", "usr/lib/aarch64-linux-gnu/libvirt/connection-driver"):
+        assert stat.S_ISDIR(by_path[folder].mode)
+    assert by_path[driver].data == b"\x7fELF driver"
+    assert stat.S_IMODE(by_path[driver].mode) == 0o644
+    link = by_path["usr/lib/aarch64-linux-gnu/libz.so.1"]
+    assert stat.S_ISLNK(link.mode) and link.data == b"libz.so.1.2.13"
+    assert by_path["usr/lib/aarch64-linux-gnu/libz.so.1.2.13"].data == b"\x7fELF zlib"

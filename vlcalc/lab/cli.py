@@ -65,7 +65,7 @@ def _parser() -> argparse.ArgumentParser:
         "--node",
         action="append",
         required=True,
-        metavar="NAME=VLS[,kernel=K][,append=ARG]",
+        metavar="NAME=VLS[,kernel=K][,append=ARG][,qemu|libvirt]",
         help="a node and its SVE VLs in bits, or 'none' for sve=off (repeatable)",
     )
     up.add_argument(
