@@ -13,7 +13,7 @@ own streams::
 from __future__ import annotations
 
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
@@ -52,6 +52,8 @@ from vlcalc.scan import DEFAULT_FORKS
 from vlcalc.vl import VQ_BITS, VQ_MAX
 
 if TYPE_CHECKING:  # the scan machinery (paramiko) loads only when a command scans
+    from rich.console import Console
+
     from vlcalc.scan import ScanResult
     from vlcalc.transport.base import Transport
 
@@ -194,13 +196,17 @@ def _emit_report(
             return ExitCode.INCOMPLETE
         if view.settings.caveat is not None:
             streams.warning(f"{where}{view.settings.caveat}")
-    text = render_report(view, fmt)
+    _show(render_report(view, fmt), lambda console: print_report(view, console), streams)
+    return view.exit_code
+
+
+def _show(text: str | None, draw: Callable[[Console], None], streams: Streams) -> None:
+    """Write a plain-text format, or draw the rich table (``text is None``) on stdout."""
     if text is None:
-        print_report(view, make_console(streams.stdout))
+        draw(make_console(streams.stdout))
         streams.stdout.flush()
     else:
         streams.write(text)
-    return view.exit_code
 
 
 # -- scan ------------------------------------------------------------------------------------------
@@ -331,12 +337,7 @@ def check_command(
     for item in result.verdicts:
         if item.disagrees:
             streams.error(f"{item.node.name}: {item.reason}")
-    text = render_check(result, fmt)
-    if text is None:
-        print_check(result, make_console(streams.stdout))
-        streams.stdout.flush()
-    else:
-        streams.write(text)
+    _show(render_check(result, fmt), lambda console: print_check(result, console), streams)
     return Outcome(result.exit_code() if saved else ExitCode.INVALID_INPUT, scanned)
 
 

@@ -423,7 +423,7 @@ def _run(argv: Sequence[str], cwd: Path | None = None) -> str:
             list(argv), cwd=cwd, capture_output=True, text=True, check=False, timeout=900
         )
     except FileNotFoundError as exc:
-        raise LabError(f"{argv[0]} not found; install it (see vlcalc/lab/README)") from exc
+        raise LabError(f"{argv[0]} not found; install it (see the README's lab section)") from exc
     if done.returncode != 0:
         tail = "\n".join((done.stdout + done.stderr).splitlines()[-20:])
         raise CommandError(argv, done.returncode, tail)
