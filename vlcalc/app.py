@@ -109,6 +109,10 @@ class ScanSettings:
     ssh_config: str | None = None
     known_hosts: str | None = None
     save: str | None = None
+    transport: str = "paramiko"  # or "openssh": the system ssh client (see make_transport)
+
+
+TRANSPORTS = ("paramiko", "openssh")
 
 
 def check_vl(bits: int | None, option: str) -> int | None:
@@ -221,17 +225,38 @@ def scan_command(
 
 
 def make_transport(settings: ScanSettings) -> Transport:
-    """The transports a scan uses: SSH (paramiko) and, for ``ansible_connection: local``, a
-    subprocess; a new transport is wired here."""
+    """The transports a scan uses: SSH -- paramiko, or with ``transport="openssh"`` the system
+    ``ssh`` client -- and, for ``ansible_connection: local``, a subprocess; a new transport is
+    wired here."""
     from vlcalc.transport.local import LocalTransport
     from vlcalc.transport.router import RoutingTransport
-    from vlcalc.transport.ssh import SSHTransport
 
-    ssh = SSHTransport(
-        ssh_config_path=settings.ssh_config,
-        known_hosts_path=settings.known_hosts,
-        accept_new=settings.accept_new,
-    )
+    ssh: Transport
+    if settings.transport == "openssh":
+        from vlcalc.transport.openssh import OpenSSHTransport, ssh_available
+
+        if not ssh_available():
+            raise InputError(
+                "no `ssh` client on PATH (install openssh-client)", source="--transport"
+            )
+        ssh = OpenSSHTransport(
+            ssh_config_path=settings.ssh_config,
+            known_hosts_path=settings.known_hosts,
+            accept_new=settings.accept_new,
+        )
+    elif settings.transport == "paramiko":
+        from vlcalc.transport.ssh import SSHTransport
+
+        ssh = SSHTransport(
+            ssh_config_path=settings.ssh_config,
+            known_hosts_path=settings.known_hosts,
+            accept_new=settings.accept_new,
+        )
+    else:
+        raise InputError(
+            f"unknown transport {settings.transport!r} (one of {', '.join(TRANSPORTS)})",
+            source="--transport",
+        )
     return RoutingTransport(ssh, LocalTransport())
 
 
@@ -328,6 +353,7 @@ def check_command(
             "--accept-new": settings.accept_new,
             "--ssh-config": settings.ssh_config is not None,
             "--known-hosts": settings.known_hosts is not None,
+            "--transport": settings.transport != "paramiko",
         }
         given = [name for name, value in scan_only.items() if value]
         if given:

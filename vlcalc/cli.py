@@ -11,6 +11,7 @@ import gc
 import os
 import sys
 from collections.abc import Callable, Sequence
+from enum import Enum
 from typing import Annotated, Any, List, Optional, TypeVar  # typer reads these at run time
 
 import typer
@@ -146,6 +147,23 @@ KnownHostsOpt = Annotated[
     Optional[str],
     typer.Option("--known-hosts", metavar="FILE", help="Default: ~/.ssh/known_hosts."),
 ]
+
+
+class TransportName(str, Enum):
+    """``--transport``: how to reach nodes over SSH."""
+
+    PARAMIKO = "paramiko"
+    OPENSSH = "openssh"
+
+
+TransportOpt = Annotated[
+    TransportName,
+    typer.Option(
+        "--transport",
+        help="paramiko (fast, the default) or openssh: the system ssh client, for what paramiko"
+        " cannot do (FIDO/sk- keys, GSSAPI, smartcards, any ssh_config option).",
+    ),
+]
 SaveOpt = Annotated[
     Optional[str],
     typer.Option(
@@ -223,6 +241,7 @@ def check(
     ssh_config: SshConfigOpt = None,
     known_hosts: KnownHostsOpt = None,
     save: SaveOpt = None,
+    transport: TransportOpt = TransportName.PARAMIKO,
 ) -> None:
     """Would every node run this guest, with the same VL set?  QEMU's and KVM's rules; exit 1 if
     some node rejects it or nodes would give it different sets.
@@ -231,7 +250,16 @@ def check(
     Example: vlcalc check --vls 128,256 inventories/example-scan.json
     """
     settings = ScanSettings(
-        limit, forks, timeout, connect_timeout, retries, accept_new, ssh_config, known_hosts, save
+        limit,
+        forks,
+        timeout,
+        connect_timeout,
+        retries,
+        accept_new,
+        ssh_config,
+        known_hosts,
+        save,
+        transport=transport.value,
     )
     outcome = check_command(paths, vls, fmt.value, Streams(), verify=verify, settings=settings)
     _finish(outcome)
@@ -253,13 +281,23 @@ def scan(
     ssh_config: SshConfigOpt = None,
     known_hosts: KnownHostsOpt = None,
     save: SaveOpt = None,
+    transport: TransportOpt = TransportName.PARAMIKO,
 ) -> None:
     """Probe every node of an Ansible inventory over SSH and print the cluster answer.
 
     Example: vlcalc scan inventory.yaml --save scan.json
     """
     settings = ScanSettings(
-        limit, forks, timeout, connect_timeout, retries, accept_new, ssh_config, known_hosts, save
+        limit,
+        forks,
+        timeout,
+        connect_timeout,
+        retries,
+        accept_new,
+        ssh_config,
+        known_hosts,
+        save,
+        transport=transport.value,
     )
     options = AnswerOptions(fmt.value, require_vl, per_group)
     _finish(scan_command(inventory, options, settings, Streams()))
