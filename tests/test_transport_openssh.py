@@ -10,6 +10,7 @@ import doctest
 import errno
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -338,6 +339,35 @@ def test_check_against_an_inventory(fleet: SSHFleet, tmp_path: Path, transport: 
     assert verdicts == {"a64fx-01": "accept", "graviton3-01": "reject", "sve384-01": "reject"}
 
 
+def test_ctrl_c_reports_what_was_collected_and_leaves_no_ssh_behind(
+    fleet: SSHFleet, tmp_path: Path
+) -> None:
+    inventory = write_inventory(fleet, tmp_path / "inv.yaml", ["a64fx-01", "hangs"])
+    env = {**os.environ, "HOME": "/nonexistent-home", "TMPDIR": str(tmp_path)}
+    process = subprocess.Popen(
+        [
+            *(sys.executable, "-m", "vlcalc", "scan", str(inventory), "--transport", "openssh"),
+            *("--known-hosts", str(fleet.known_hosts_path), "-f", "json"),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    time.sleep(4)  # a64fx-01 answers within a second or two; "hangs" never does
+    process.send_signal(signal.SIGINT)
+    out, err = process.communicate(timeout=20)
+    assert process.returncode == 130, err
+    kinds = [
+        n["status"] if not n["error"] else n["error"]["kind"] for n in json.loads(out)["nodes"]
+    ]
+    assert kinds == ["ok", "interrupted"]
+    # ssh runs in its own session (Ctrl-C does not reach it): close() killed it, and removed
+    # the generated config.
+    assert not list(tmp_path.glob("vlcalc-openssh-*"))
+    assert str(tmp_path) not in _all_command_lines()
+
+
 def test_the_option_is_checked(tmp_path: Path) -> None:
     bad = vlcalc("scan", "inv.yaml", "--transport", "telnet")
     assert bad.returncode == 2
@@ -574,6 +604,14 @@ def test_check_target_allows_what_vlcalc_does_anyway() -> None:
 
 def _processes_of(ssh: OpenSSHTransport) -> str:
     """Command lines of live processes that use this transport's generated config."""
+    return "\n".join(
+        line
+        for line in _all_command_lines().splitlines()
+        if ssh._directory and ssh._directory in line
+    )
+
+
+def _all_command_lines() -> str:
     found = []
     for entry in os.listdir("/proc"):
         if entry.isdigit():
@@ -582,6 +620,5 @@ def _processes_of(ssh: OpenSSHTransport) -> str:
                     line = handle.read().replace(b"\0", b" ").decode(errors="replace")
             except OSError:
                 continue
-            if ssh._directory and ssh._directory in line:
-                found.append(line)
+            found.append(line)
     return "\n".join(found)

@@ -55,6 +55,7 @@ import pwd
 import random
 import re
 import shutil
+import signal
 import subprocess
 import tempfile
 import threading
@@ -78,6 +79,7 @@ from vlcalc.errors import (
     NodeError,
     NodeTimeoutError,
 )
+from vlcalc.model import ErrorKind
 from vlcalc.transport.base import RunResult, Target, Timeouts
 from vlcalc.transport.local import STDERR_TAIL_BYTES, _close_pipes, _communicate, _kill
 
@@ -120,6 +122,7 @@ class OpenSSHTransport:
         self._config_path: str | None = None
         self._jumps: dict[str, Resolved] = {}  # `ssh -G` of jump hosts, by ProxyJump spec
         self._random = random.Random()
+        self._processes = _Processes()
 
     # ------------------------------------------------------------------ public API
 
@@ -146,7 +149,9 @@ class OpenSSHTransport:
             raise
 
     def close(self) -> None:
-        """Remove the generated ssh_config and its directory."""
+        """Kill the ssh processes still running (a scan stopped by Ctrl-C does not wait for its
+        nodes) and remove the generated ssh_config.  Runs started after ``close`` fail."""
+        self._processes.close()
         with self._lock:
             directory, self._directory, self._config_path = self._directory, None, None
             self._jumps.clear()
@@ -166,6 +171,8 @@ class OpenSSHTransport:
         with self._lock:
             if self._config_path is not None:
                 return self._config_path
+            if self._processes.closed:  # a worker the stopped scan did not wait for
+                raise NodeError(ErrorKind.INTERRUPTED, "the scan was stopped before this node ran")
             directory = tempfile.mkdtemp(prefix="vlcalc-openssh-")
             path = os.path.join(directory, "ssh_config")
             text = config_text(
@@ -207,7 +214,9 @@ class OpenSSHTransport:
         self, argv: list[str], host: str, deadline: float, timeouts: Timeouts
     ) -> Resolved:
         try:
-            status, stdout, stderr = _run_process(argv, b"", deadline, _RESOLVE_OUTPUT_BYTES)
+            status, stdout, stderr = _run_process(
+                argv, b"", deadline, _RESOLVE_OUTPUT_BYTES, self._processes
+            )
         except NodeTimeoutError as exc:
             raise NodeTimeoutError(
                 f"the node deadline ({timeouts.node_s:g} s) passed while `ssh -G` resolved"
@@ -322,7 +331,9 @@ class OpenSSHTransport:
         )
         try:
             try:
-                status, stdout, stderr = _run_process(argv, stdin, deadline, max_stdout)
+                status, stdout, stderr = _run_process(
+                    argv, stdin, deadline, max_stdout, self._processes
+                )
             except NodeTimeoutError:
                 log = _read_log(log_path)
                 raise timeout_error(log, timeouts, resolved) from None
@@ -880,8 +891,42 @@ def _fingerprint_at(path: str, line_number: int) -> tuple[str, ...]:
 # ---------------------------------------------------------------------- processes and files
 
 
+class _Processes:
+    """The ssh processes running now, so that ``close`` can kill them: after Ctrl-C the scan
+    returns without waiting for its workers, and each ssh runs in its own session, out of reach
+    of the terminal's SIGINT.  Once closed, a new process is killed as soon as it starts."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._live: set[subprocess.Popen[bytes]] = set()
+        self.closed = False
+
+    def add(self, process: subprocess.Popen[bytes]) -> None:
+        with self._lock:
+            self._live.add(process)
+            closed = self.closed
+        if closed:
+            raise NodeError(ErrorKind.INTERRUPTED, "the scan was stopped before this node ran")
+
+    def discard(self, process: subprocess.Popen[bytes]) -> None:
+        with self._lock:
+            self._live.discard(process)
+
+    def close(self) -> None:
+        with self._lock:
+            self.closed = True
+            live, self._live = list(self._live), set()
+        for process in live:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(process.pid, signal.SIGKILL)
+
+
 def _run_process(
-    argv: list[str], stdin: bytes, deadline: float, max_stdout: int
+    argv: list[str],
+    stdin: bytes,
+    deadline: float,
+    max_stdout: int,
+    processes: _Processes,
 ) -> tuple[int, bytes, bytes]:
     """Run ``argv`` in its own session (no terminal to prompt on; a timeout kills its jump
     clients too) with ``stdin``, stdout capped, until ``deadline``.  Raises
@@ -899,6 +944,7 @@ def _run_process(
     )
     limit = Timeouts(exec_s=max(0.0, deadline - time.monotonic()))
     try:
+        processes.add(process)
         stdout, stderr = _communicate(process, stdin, deadline, limit, max_stdout)
         try:
             status = process.wait(timeout=max(0.0, deadline - time.monotonic()))
@@ -913,6 +959,8 @@ def _run_process(
     except BaseException:
         _kill(process)
         raise
+    finally:
+        processes.discard(process)
     return status, stdout, stderr
 
 
