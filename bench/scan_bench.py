@@ -1,7 +1,8 @@
 """Benchmark ``vlcalc scan`` against parallel OpenSSH and Ansible on a loopback sshd fleet.
 
     python bench/scan_bench.py [--sizes 50,200,1000] [--forks 16] [--runs 3]
-                               [--legs vlcalc,ssh,ansible] [--sweep-forks 4,8,16,32,64]
+                               [--legs vlcalc,openssh-transport,ssh,ansible]
+                               [--sweep-forks 4,8,16,32,64]
                                [--sweep-size 200] [--sweep-delays-ms 0,100]
                                [--json results.json]
 
@@ -15,6 +16,9 @@ other at the same parallelism F, on the same inventory and known_hosts:
 ``vlcalc``   ``python -m vlcalc scan INV --forks F --known-hosts KH --ssh-config EMPTY -f json``
              (the whole CLI: start-up, imports, inventory, scan, report).  Checked: the report is
              complete and has N nodes.
+``openssh-transport``  the ``vlcalc`` leg with ``--transport openssh``: the same CLI, with one
+             system ``ssh`` client per node (plus one ``ssh -G`` to resolve it) instead of
+             paramiko.  Checked like ``vlcalc``.
 ``ssh``      ``xargs -P F -n 1 sh -c 'exec ssh -F EMPTY -o BatchMode=yes -o
              StrictHostKeyChecking=yes -o UserKnownHostsFile=KH -o ControlMaster=no -o
              IdentitiesOnly=yes -i KEY -l USER -p PORT 127.0.0.1 python3 - < PROBE'`` -- the floor:
@@ -74,7 +78,8 @@ from vlcalc.probe import probe_source  # noqa: E402
 from fleet_fixtures import HARDWARE, hardware_doc  # noqa: E402
 from sshfleet import NodeSpec, SSHFleet, sshd_version  # noqa: E402
 
-LEGS = ("vlcalc", "ssh", "ansible", "paramiko", "base")
+LEGS = ("vlcalc", "openssh-transport", "ssh", "ansible", "paramiko", "base")
+VLCALC_LEGS = ("vlcalc", "openssh-transport", "base")  # the vlcalc CLI, its JSON report
 
 
 @dataclass(frozen=True)
@@ -170,7 +175,8 @@ class Workspace:
 
 def _argv(leg: str, ws: Workspace, size: int, forks: int) -> list[str]:
     fleet = ws.fleet
-    if leg in ("vlcalc", "base"):
+    if leg in VLCALC_LEGS:
+        transport = ["--transport", "openssh"] if leg == "openssh-transport" else []
         return [
             sys.executable,
             "-m",
@@ -185,6 +191,7 @@ def _argv(leg: str, ws: Workspace, size: int, forks: int) -> list[str]:
             str(ws.empty_config),
             "-f",
             "json",
+            *transport,
         ]
     if leg == "ssh":
         script = (
@@ -225,7 +232,7 @@ def _argv(leg: str, ws: Workspace, size: int, forks: int) -> list[str]:
 
 def _count_ok(leg: str, stdout: str) -> int:
     """How many nodes answered with their document, by each leg's own output."""
-    if leg in ("vlcalc", "base"):
+    if leg in VLCALC_LEGS:
         try:
             report = json.loads(stdout)
         except ValueError:
@@ -364,6 +371,17 @@ def _ratios(summaries: Sequence[Summary]) -> str:
                 f"ansible/vlcalc wall {ansible.wall_s / s.wall_s:4.2f}x"
                 f" cpu {ansible.cpu_s / s.cpu_s:4.2f}x"
             )
+        openssh = by.get(("openssh-transport", size, forks, delay))
+        if openssh:
+            parts.append(
+                f"openssh-transport/vlcalc wall {openssh.wall_s / s.wall_s:4.2f}x"
+                f" cpu {openssh.cpu_s / s.cpu_s:4.2f}x"
+            )
+            if ssh:
+                parts.append(
+                    f"openssh-transport/ssh wall {openssh.wall_s / ssh.wall_s:4.2f}x"
+                    f" cpu {openssh.cpu_s / ssh.cpu_s:4.2f}x"
+                )
         before = by.get(("base", size, forks, delay))
         if before:
             parts.append(

@@ -15,7 +15,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 @pytest.mark.ssh
 def test_scan_bench_tiny(tmp_path: Path) -> None:
-    legs = "vlcalc,ssh,paramiko" + (",ansible" if shutil.which("ansible") else "")
+    legs = "vlcalc,openssh-transport,ssh,paramiko" + (",ansible" if shutil.which("ansible") else "")
     results = tmp_path / "results.json"
     done = subprocess.run(
         [
@@ -52,6 +52,7 @@ def test_scan_bench_tiny(tmp_path: Path) -> None:
         assert median["ok_all"], median
         assert median["cpu_s"] > 0 and median["maxrss_mb"] > 0
     assert "vlcalc/ssh wall" in done.stdout and "| vlcalc   |     5 |" in done.stdout
+    assert "openssh-transport/vlcalc wall" in done.stdout
 
 
 def test_report_bench_tiny() -> None:
