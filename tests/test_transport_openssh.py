@@ -28,6 +28,7 @@ from vlcalc.errors import (
     ConnectionClosedError,
     ConnectTimeoutError,
     HostKeyChangedError,
+    HostKeyRevokedError,
     HostKeyUnknownError,
     JumpLoopError,
     NodeError,
@@ -443,6 +444,15 @@ def test_host_key_errors_carry_their_data(fleet: SSHFleet, ssh: OpenSSHTransport
     assert changed.value.expected_fingerprints
     assert changed.value.expected_fingerprint != node.host_key_fingerprint
     assert "Accepted publickey" not in node.log()  # the host key is checked before login
+
+
+def test_a_revoked_host_key_is_refused(fleet: SSHFleet, tmp_path: Path) -> None:
+    known = tmp_path / "known_hosts"
+    known.write_text(f"@revoked {fleet.known_hosts_line('a64fx-01')}\n")
+    with OpenSSHTransport(known_hosts_path=known) as ssh, pytest.raises(HostKeyRevokedError) as bad:
+        run(ssh, target(fleet, "a64fx-01"))
+    assert bad.value.kind == ErrorKind.HOST_KEY_CHANGED
+    assert bad.value.offered_fingerprint == fleet.node("a64fx-01").host_key_fingerprint
 
 
 def test_auth_failure_names_the_user_and_the_keys_tried(

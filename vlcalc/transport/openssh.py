@@ -586,7 +586,7 @@ def jump_loop(host: str, route: list[str]) -> JumpLoopError:
 _HOST_KEY = re.compile(r"^debug1: Server host key: (\S+) (SHA256:\S+)", re.M)
 _UNKNOWN = re.compile(r"^No (\S+) host key is known for (\S+) and you have requested strict", re.M)
 _CHANGED = re.compile(r"^Host key for (\S+) has changed and you have requested strict", re.M)
-_REVOKED = re.compile(r"^Host key for (\S+) was revoked and you have requested strict", re.M)
+_REVOKED = re.compile(r"^\S+ host key for (\S+) was revoked and you have requested", re.M)
 _OFFENDING = re.compile(r"^Offending \S+ key in (.+):(\d+)\s*$", re.M)
 _AUTHENTICATING = re.compile(r"^debug1: Authenticating to (\S+) as '([^']*)'", re.M)
 _OFFERING = re.compile(r"^debug1: Offering public key: (.+?)(?: explicit| agent)*\s*$", re.M)
