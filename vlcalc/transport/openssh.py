@@ -919,6 +919,9 @@ class _Processes:
         for process in live:
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(process.pid, signal.SIGKILL)
+        for process in live:  # gone before the caller goes on (the CLI may exit right after)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                process.wait(timeout=1.0)
 
 
 def _run_process(
