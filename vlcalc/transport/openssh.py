@@ -315,8 +315,14 @@ class OpenSSHTransport:
         timeouts: Timeouts,
         max_stdout: int,
     ) -> RunResult:
-        assert self._directory is not None
-        descriptor, log_path = tempfile.mkstemp(prefix="ssh-", suffix=".log", dir=self._directory)
+        try:
+            descriptor, log_path = tempfile.mkstemp(
+                prefix="ssh-", suffix=".log", dir=self._directory or "/nonexistent"
+            )
+        except FileNotFoundError:  # close() removed the directory: the scan was stopped
+            raise NodeError(
+                ErrorKind.INTERRUPTED, "the scan was stopped before this node ran"
+            ) from None
         os.close(descriptor)
         left = deadline - time.monotonic()
         connect_s = _whole_seconds(min(timeouts.connect_s, max(left, 1.0)))
@@ -586,6 +592,7 @@ def jump_loop(host: str, route: list[str]) -> JumpLoopError:
 _HOST_KEY = re.compile(r"^debug1: Server host key: (\S+) (SHA256:\S+)", re.M)
 _UNKNOWN = re.compile(r"^No (\S+) host key is known for (\S+) and you have requested strict", re.M)
 _CHANGED = re.compile(r"^Host key for (\S+) has changed and you have requested strict", re.M)
+_CHANGED_BANNER = re.compile(r"^@ +WARNING: REMOTE HOST IDENTIFICATION HAS CHANGED", re.M)
 _REVOKED = re.compile(r"^\S+ host key for (\S+) was revoked and you have requested", re.M)
 _OFFENDING = re.compile(r"^Offending \S+ key in (.+):(\d+)\s*$", re.M)
 _AUTHENTICATING = re.compile(r"^debug1: Authenticating to (\S+) as '([^']*)'", re.M)
@@ -723,7 +730,7 @@ def _host_key_failure(
             offered_fingerprint=fingerprint,
         )
     changed = _CHANGED.search(log)
-    if changed is not None or "REMOTE HOST IDENTIFICATION HAS CHANGED" in log:
+    if changed is not None or _CHANGED_BANNER.search(log):
         name = changed.group(1) if changed else default_name
         offending = _OFFENDING.search(log)
         expected: tuple[str, ...] = ()
