@@ -29,6 +29,7 @@ from typing import Annotated, Any, Literal, Optional, TypeVar, Union
 
 import msgspec
 from msgspec import UNSET, Meta, Struct, UnsetType
+from msgspec.structs import replace
 
 from vlcalc.errors import DocumentError
 from vlcalc.model import PROBE_SCHEMA, SCAN_SCHEMA, ErrorKind, Status, error_kind
@@ -577,6 +578,130 @@ def parse_scan(doc: ScanDocument | Any, *, source: str) -> list[NodeRecord]:
                 error_node(entry.name, failure.kind, failure.message, groups=groups, source=source)
             )
     return nodes
+
+
+# -- the fast path for a large scan ----------------------------------------------------------------
+class _LazyScanNode(Struct, frozen=True, kw_only=True):
+    """:class:`ScanNode` with its probe document left as JSON text (same fields, same types)."""
+
+    name: Annotated[str, Meta(min_length=1, max_length=255)]
+    outcome: Literal["ok", "error"]
+    probe: msgspec.Raw
+    error: Optional[NodeFailure]
+    groups: Union[tuple[str, ...], UnsetType] = UNSET
+    target: Union[dict[str, Any], UnsetType, None] = UNSET
+    elapsed_ms: Union[float, UnsetType, None] = UNSET
+
+
+class _LazyScanDocument(Struct, frozen=True, kw_only=True, tag_field="schema", tag=SCAN_SCHEMA):
+    """:class:`ScanDocument` with :class:`_LazyScanNode` nodes."""
+
+    started: str
+    inventory: Optional[str]
+    nodes: list[_LazyScanNode]
+    vlcalc_version: Union[str, UnsetType] = UNSET
+    finished: Union[str, UnsetType] = UNSET
+    limit: Union[str, UnsetType, None] = UNSET
+    interrupted: Union[bool, UnsetType] = UNSET
+
+
+_LAZY_DECODER = msgspec.json.Decoder(Union[ProbeDocument, _LazyScanDocument])
+_PROBE_DECODER = msgspec.json.Decoder(ProbeDocument)
+_HOSTNAME_KEY = b'"hostname"'
+_NULL = b"null"
+
+
+def scan_records(data: bytes, *, source: str) -> list[NodeRecord] | None:
+    """The nodes of a scan document, by a shortcut that is several times faster on a large fleet;
+    ``None`` whenever the shortcut cannot vouch that :func:`decode` and :func:`parse_scan` would
+    give the same records: then the caller takes that path, and its answer or error stands.
+
+    A fleet repeats a few kinds of probe document that differ only in their ``hostname``, so each
+    node's probe is kept as JSON text, split around its hostname's value, and decoded and checked
+    once per distinct rest (a *template*); every other node with that rest gets a copy of the
+    template's record with its own hostname.  This holds because, without a backslash anywhere in
+    ``data``, a string's text is its bytes: the span between the quotes after the one
+    ``"hostname"`` of the template is the hostname's value, and putting another quote-free string
+    there changes that value and nothing else.  The duplicate-key count of
+    :func:`_has_duplicate_keys` is made over the scan with its probes as text, and per template.
+
+    >>> scan = (b'{"schema": "vlcalc.scan/1", "started": "s", "inventory": null, "nodes": ['
+    ...     b'{"name": "a", "outcome": "error", "probe": null, "error": '
+    ...     b'{"kind": "timeout", "message": "no answer"}}]}')
+    >>> [node.error_kind for node in scan_records(scan, source="s.json")]
+    [<ErrorKind.TIMEOUT: 'timeout'>]
+    """
+    if b"\\" in data:
+        return None
+    try:
+        scan = _LAZY_DECODER.decode(data)
+    except (msgspec.ValidationError, msgspec.DecodeError, RecursionError):
+        return None
+    if not isinstance(scan, _LazyScanDocument):
+        return None
+    if data.count(b":") != msgspec.json.encode(scan).count(b":"):
+        return None  # a repeated key, or unknown fields (the exact check decides)
+    templates: dict[tuple[bytes, bytes], NodeRecord] = {}
+    nodes = []
+    for entry in scan.nodes:
+        groups = () if isinstance(entry.groups, UnsetType) else entry.groups
+        text = bytes(entry.probe)
+        if entry.outcome != "ok":
+            if text != _NULL or entry.error is None:
+                return None
+            failure = entry.error
+            nodes.append(
+                error_node(entry.name, failure.kind, failure.message, groups=groups, source=source)
+            )
+            continue
+        at = text.find(_HOSTNAME_KEY)
+        start = text.find(b'"', at + len(_HOSTNAME_KEY)) + 1
+        end = text.find(b'"', start)
+        if at < 0 or start <= 0 or end < 0:
+            return None
+        key = (text[:start], text[end:])
+        template = templates.get(key)
+        if template is None:
+            template = _template(text, start, end, entry.name, source)
+            if template is None:
+                return None
+            templates[key] = template
+        try:
+            hostname = text[start:end].decode("utf-8")
+        except UnicodeDecodeError:
+            return None
+        if len(hostname) > 1024 or not _clean(hostname):  # the Text rule
+            return None
+        assert template.document is not None  # a template is a probe's record
+        nodes.append(
+            replace(
+                template,
+                name=entry.name,
+                groups=groups,
+                hostname=hostname,
+                document=replace(template.document, hostname=hostname),
+            )
+        )
+    return nodes
+
+
+def _template(text: bytes, start: int, end: int, name: str, source: str) -> NodeRecord | None:
+    """The record of the probe document ``text``, whose hostname's value is ``text[start:end]``;
+    ``None`` if it is not valid, or not known to be (see :func:`scan_records`)."""
+    if text.count(_HOSTNAME_KEY) != 1:
+        return None
+    try:
+        doc = _PROBE_DECODER.decode(text)
+    except (msgspec.ValidationError, msgspec.DecodeError, RecursionError):
+        return None
+    if doc.hostname.encode() != text[start:end]:
+        return None
+    if text.count(b":") != msgspec.json.encode(doc).count(b":"):
+        return None
+    try:
+        return _probe_record(doc, source, name, ())
+    except DocumentError:
+        return None
 
 
 def schema_tag(doc: Any) -> Any:
