@@ -582,8 +582,9 @@ def parse_scan(doc: ScanDocument | Any, *, source: str) -> list[NodeRecord]:
 
 
 # -- the fast path for a large scan ----------------------------------------------------------------
-class _LazyScanNode(Struct, frozen=True, kw_only=True):
-    """:class:`ScanNode` with its probe document left as JSON text (same fields, same types)."""
+class _LazyScanNode(Struct, kw_only=True):
+    """:class:`ScanNode` with its probe document left as JSON text (same fields, same types).
+    Not frozen: :func:`scan_records` blanks the probe once it has read it."""
 
     name: Annotated[str, Meta(min_length=1, max_length=255)]
     outcome: Literal["ok", "error"]
@@ -610,6 +611,7 @@ _LAZY_DECODER = msgspec.json.Decoder(Union[ProbeDocument, _LazyScanDocument])
 _PROBE_DECODER = msgspec.json.Decoder(ProbeDocument)
 _HOSTNAME_KEY = b'"hostname"'
 _NULL = b"null"
+_NULL_RAW = msgspec.Raw(_NULL)
 
 
 def scan_records(data: bytes, *, source: str) -> list[NodeRecord] | None:
@@ -623,8 +625,8 @@ def scan_records(data: bytes, *, source: str) -> list[NodeRecord] | None:
     template's record with its own hostname.  This holds because, without a backslash anywhere in
     ``data``, a string's text is its bytes: the span between the quotes after the one
     ``"hostname"`` of the template is the hostname's value, and putting another quote-free string
-    there changes that value and nothing else.  The duplicate-key count of
-    :func:`_has_duplicate_keys` is made over the scan with its probes as text, and per template.
+    there changes that value and nothing else.  The colon count of :func:`_has_duplicate_keys`
+    is made per template, and over the scan with its probes blanked plus the probes' text.
 
     >>> scan = (b'{"schema": "vlcalc.scan/1", "started": "s", "inventory": null, "nodes": ['
     ...     b'{"name": "a", "outcome": "error", "probe": null, "error": '
@@ -640,18 +642,21 @@ def scan_records(data: bytes, *, source: str) -> list[NodeRecord] | None:
         return None
     if not isinstance(scan, _LazyScanDocument):
         return None
-    if data.count(b":") != msgspec.json.encode(scan).count(b":"):
-        return None  # a repeated key, or unknown fields (the exact check decides)
-    templates: dict[tuple[bytes, bytes], NodeRecord] = {}
-    nodes = []
+    templates: dict[tuple[bytes, bytes], tuple[NodeRecord, ProbeDocument, int]] = {}
+    probe_colons = 0  # in the probes' text
+    nodes: list[NodeRecord] = []
+    append = nodes.append
     for entry in scan.nodes:
-        groups = () if isinstance(entry.groups, UnsetType) else entry.groups
         text = bytes(entry.probe)
+        entry.probe = _NULL_RAW  # so that the scan re-encodes without the probes, below
+        groups = entry.groups
+        if groups is UNSET:
+            groups = ()
         if entry.outcome != "ok":
             if text != _NULL or entry.error is None:
                 return None
             failure = entry.error
-            nodes.append(
+            append(
                 error_node(entry.name, failure.kind, failure.message, groups=groups, source=source)
             )
             continue
@@ -661,34 +666,42 @@ def scan_records(data: bytes, *, source: str) -> list[NodeRecord] | None:
         if at < 0 or start <= 0 or end < 0:
             return None
         key = (text[:start], text[end:])
-        template = templates.get(key)
-        if template is None:
-            template = _template(text, start, end, entry.name, source)
-            if template is None:
+        found = templates.get(key)
+        if found is None:
+            found = _template(text, start, end, entry.name, source)
+            if found is None:
                 return None
-            templates[key] = template
+            templates[key] = found
+        template, document, colons = found
+        value = text[start:end]
         try:
-            hostname = text[start:end].decode("utf-8")
+            hostname = value.decode("utf-8")
         except UnicodeDecodeError:
             return None
-        if len(hostname) > 1024 or not _clean(hostname):  # the Text rule
+        if len(hostname) > 1024 or not (hostname.isprintable() or _clean(hostname)):  # Text
             return None
-        assert template.document is not None  # a template is a probe's record
-        nodes.append(
+        probe_colons += colons + value.count(b":")
+        append(
             replace(
                 template,
                 name=entry.name,
                 groups=groups,
                 hostname=hostname,
-                document=replace(template.document, hostname=hostname),
+                document=replace(document, hostname=hostname),
             )
         )
+    # The scan's own keys, its probes blanked, plus the probes' text: as many colons as the input.
+    if data.count(b":") != msgspec.json.encode(scan).count(b":") + probe_colons:
+        return None  # a repeated key, or unknown fields (the exact check decides)
     return nodes
 
 
-def _template(text: bytes, start: int, end: int, name: str, source: str) -> NodeRecord | None:
-    """The record of the probe document ``text``, whose hostname's value is ``text[start:end]``;
-    ``None`` if it is not valid, or not known to be (see :func:`scan_records`)."""
+def _template(
+    text: bytes, start: int, end: int, name: str, source: str
+) -> tuple[NodeRecord, ProbeDocument, int] | None:
+    """The record and document of the probe document ``text``, whose hostname's value is
+    ``text[start:end]``, and the colons in the rest of ``text``; ``None`` if it is not valid, or
+    not known to be (see :func:`scan_records`)."""
     if text.count(_HOSTNAME_KEY) != 1:
         return None
     try:
@@ -697,12 +710,14 @@ def _template(text: bytes, start: int, end: int, name: str, source: str) -> Node
         return None
     if doc.hostname.encode() != text[start:end]:
         return None
-    if text.count(b":") != msgspec.json.encode(doc).count(b":"):
+    colons = text.count(b":")
+    if colons != msgspec.json.encode(doc).count(b":"):
         return None
     try:
-        return _probe_record(doc, source, name, ())
+        record = _probe_record(doc, source, name, ())
     except DocumentError:
         return None
+    return record, doc, colons - text.count(b":", start, end)
 
 
 def schema_tag(doc: Any) -> Any:
