@@ -308,6 +308,19 @@ def test_the_scan_shortcut_gives_the_records_of_the_full_path(indent: int | None
     assert fast[0].kernel is fast[3].kernel and fast[0].document is not fast[3].document
 
 
+def test_the_scan_shortcut_finds_the_hostname_wherever_it_is() -> None:
+    """Probes whose keys come in another order (another text before the hostname), between
+    probes of the usual order."""
+    scan = _fleet_scan(["n1", "n2", "n3", "n4", "n5", "n6"])
+    for index in (1, 2, 4):
+        probe = scan["nodes"][index]["probe"]
+        scan["nodes"][index]["probe"] = dict(reversed(list(probe.items())))
+    data = json.dumps(scan).encode()
+    fast = scan_records(data, source="s.json")
+    assert fast is not None and fast == _full_path(data)
+    assert [node.hostname for node in fast[:6]] == ["n1", "n2", "n3", "n4", "n5", "n6"]
+
+
 @pytest.mark.parametrize(
     ("before", "after"),
     [

@@ -644,6 +644,7 @@ def scan_records(data: bytes, *, source: str) -> list[NodeRecord] | None:
         return None
     templates: dict[tuple[bytes, bytes], tuple[NodeRecord, ProbeDocument, int]] = {}
     probe_colons = 0  # in the probes' text
+    prefix = b""  # the last probe's text up to its hostname's value (one object: hashed once)
     nodes: list[NodeRecord] = []
     append = nodes.append
     for entry in scan.nodes:
@@ -660,12 +661,18 @@ def scan_records(data: bytes, *, source: str) -> list[NodeRecord] | None:
                 error_node(entry.name, failure.kind, failure.message, groups=groups, source=source)
             )
             continue
-        at = text.find(_HOSTNAME_KEY)
-        start = text.find(b'"', at + len(_HOSTNAME_KEY)) + 1
+        if prefix and text.startswith(prefix):  # the usual case: only the hostname differs
+            start = len(prefix)
+        else:
+            at = text.find(_HOSTNAME_KEY)
+            start = text.find(b'"', at + len(_HOSTNAME_KEY)) + 1
+            if at < 0 or start <= 0:
+                return None
+            prefix = text[:start]
         end = text.find(b'"', start)
-        if at < 0 or start <= 0 or end < 0:
+        if end < 0:
             return None
-        key = (text[:start], text[end:])
+        key = (prefix, text[end:])
         found = templates.get(key)
         if found is None:
             found = _template(text, start, end, entry.name, source)
