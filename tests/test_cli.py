@@ -270,11 +270,9 @@ def test_check_reasons_and_unknown_nodes() -> None:
     ("args", "message"),
     [
         (["report", "missing.json"], "missing.json: no such file or directory"),
-        (["report", EXAMPLE, "-f", "yaml"], "--format: unknown format 'yaml'"),
         (["report", EXAMPLE, "--require-vl", "100"], "--require-vl: 100 is not a vector length"),
         (["check", "--vls", "128,200", EXAMPLE], "--vls: 200 is not a vector length"),
         (["check", "--vls", "", EXAMPLE], "--vls: empty VL set"),
-        (["check", "--vls", "128", EXAMPLE, "-f", "qemu"], "--format: unknown format 'qemu'"),
         (["check", "--vls", "sve4096=on", EXAMPLE], "--vls: Property 'host-arm-cpu.sve4096' not"),
         (["check", "--vls", "max,sve-max-vq=4", EXAMPLE], "--vls: Property 'max-arm-cpu.sve-max"),
         (["check", "--vls", "host,sve", EXAMPLE], "--vls: Expected key=value format, found sve."),

@@ -40,6 +40,8 @@ def vlcalc(*args: str) -> subprocess.CompletedProcess[str]:
         (["report", "x.json", "-f"], "Option '-f' requires an argument."),
         (["scan", "a.yaml", "b.yaml"], "unexpected extra argument"),
         (["nosuch"], "No such command 'nosuch'."),
+        (["report", "x.json", "-f", "yaml"], "'yaml' is not one of 'table', 'json', 'markdown'"),
+        (["check", "--vls", "128", "x.json", "-f", "qemu"], "'qemu' is not one of 'table'"),
     ],
 )
 def test_usage_errors_are_one_line(args: list[str], expected: str) -> None:
@@ -67,3 +69,11 @@ def test_an_in_process_call_leaves_the_collector_alone() -> None:
     assert result.exit_code in (0, 1, 4), result.output
     assert gc.isenabled()
     assert not gc.get_freeze_count()
+
+
+def test_the_lab_uses_the_same_exit_codes() -> None:
+    """1 means "the answer falls short" everywhere; a lab that cannot do its job exits 2."""
+    bad_node = vlcalc("lab", "up", "--node", "a=12x", "--dir", "/nonexistent/lab")
+    assert bad_node.returncode == 2, bad_node.stderr
+    assert "'12x' is not a VL" in bad_node.stderr
+    assert vlcalc("lab", "nosuch").returncode == 2

@@ -11,49 +11,27 @@ import gc
 import os
 import sys
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Annotated, Any, List, Optional, TypeVar  # typer reads these at run time
 
 import typer
 
 from vlcalc import __version__
-from vlcalc.documents import check_unique
-from vlcalc.errors import InputError, NodeError, SpecError, VlcalcError
-from vlcalc.files import read_paths
-from vlcalc.options import check_scan_options
-from vlcalc.qemu import parse_guest_spec, parse_spec
-from vlcalc.render import (
-    CHECK_FORMATS,
-    DIFF_FORMATS,
-    FORMATS,
-    SETTINGS_FORMATS,
-    as_json,
-    make_console,
-    md,
-    print_check,
-    print_report,
-    render_check,
-    render_diff,
-    render_report,
-    scan_progress,
-    xml_comment,
+from vlcalc.app import (
+    AnswerOptions,
+    Outcome,
+    ScanSettings,
+    Streams,
+    check_command,
+    diff_command,
+    is_inventory,
+    probe_command,
+    report_command,
+    scan_command,
 )
-from vlcalc.report import (
-    GROUPS_SCHEMA,
-    ExitCode,
-    ReportView,
-    build_check,
-    build_diff,
-    build_report,
-    build_view,
-    combined_exit_code,
-    exclude,
-    group_reports,
-    report_json,
-)
-from vlcalc.scan import DEFAULT_FORKS, ScanResult
-from vlcalc.vl import VQ_BITS, VQ_MAX
+from vlcalc.errors import InputError, NodeError, VlcalcError
+from vlcalc.model import ExitCode
+from vlcalc.render import CheckFormat, ReportFormat
+from vlcalc.scan import DEFAULT_FORKS
 
 app = typer.Typer(
     add_completion=False,
@@ -68,10 +46,6 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 def _err(message: str) -> None:
     sys.stderr.write(f"vlcalc: error: {message}\n")
-
-
-def _warn(message: str) -> None:
-    sys.stderr.write(f"vlcalc: warning: {message}\n")
 
 
 def guarded(func: F) -> F:
@@ -95,20 +69,6 @@ def guarded(func: F) -> F:
             raise typer.Exit(ExitCode.INTERRUPTED) from None
 
     return wrapper  # type: ignore[return-value]
-
-
-def _check_format(fmt: str, allowed: tuple[str, ...]) -> str:
-    if fmt not in allowed:
-        raise InputError(
-            f"unknown format {fmt!r}; choose one of {', '.join(allowed)}", source="--format"
-        )
-    return fmt
-
-
-def _check_vl(bits: Optional[int], option: str = "--require-vl") -> Optional[int]:
-    if bits is not None and (bits <= 0 or bits % VQ_BITS or bits // VQ_BITS > VQ_MAX):
-        raise SpecError(f"{bits} is not a vector length (a multiple of 128 bits)", source=option)
-    return bits
 
 
 def _write(text: str) -> None:
@@ -137,9 +97,8 @@ PathsArg = Annotated[
         help="Probe or scan documents (JSON), or directories of them.", metavar="PATH..."
     ),
 ]
-FormatOpt = Annotated[
-    str, typer.Option("--format", "-f", help="table, json, markdown, html, qemu, libvirt or kvm.")
-]
+FormatOpt = Annotated[ReportFormat, typer.Option("--format", "-f", help="The output format.")]
+CheckFormatOpt = Annotated[CheckFormat, typer.Option("--format", "-f", help="The output format.")]
 RequireOpt = Annotated[
     Optional[int],
     typer.Option("--require-vl", metavar="BITS", help="Exit 1 unless BITS is in the set."),
@@ -201,7 +160,7 @@ SaveOpt = Annotated[
 @guarded
 def report(
     paths: PathsArg,
-    fmt: FormatOpt = "table",
+    fmt: FormatOpt = ReportFormat.TABLE,
     require_vl: RequireOpt = None,
     per_group: PerGroupOpt = False,
     excludes: Annotated[
@@ -233,74 +192,8 @@ def report(
 
     Example: vlcalc report inventories/example-scan.json --format json
     """
-    _check_format(fmt, FORMATS)
-    _check_vl(require_vl, "--require-vl")
-    _check_vl(target_vl, "--target-vl")
-    nodes = read_paths(paths)
-    if adds:
-        nodes += read_paths(adds)
-        check_unique(nodes)
-    dropped: list[str] = []
-    if excludes:
-        nodes, dropped = exclude(nodes, excludes)
-    code = _emit_answer(nodes, fmt, require_vl, per_group, target_vl=target_vl, excluded=dropped)
-    raise typer.Exit(code)
-
-
-def _emit_answer(
-    nodes: Sequence[Any],
-    fmt: str,
-    require_vl: Optional[int],
-    per_group: bool,
-    *,
-    target_vl: Optional[int] = None,
-    excluded: Sequence[str] = (),
-) -> int:
-    """Print the cluster answer (one per group with ``per_group``) and return the exit code."""
-    if not per_group:
-        view = build_view(build_report(nodes, require_vl, target_vl=target_vl, excluded=excluded))
-        return _emit_report(view, fmt)
-    views = [
-        (name, build_view(result))
-        for name, result in group_reports(nodes, require_vl, target_vl=target_vl, excluded=excluded)
-    ]
-    codes = [view.exit_code for _, view in views]
-    if fmt == "json":
-        groups = [{"group": name, "report": report_json(view)} for name, view in views]
-        _write(as_json({"schema": GROUPS_SCHEMA, "groups": groups}))
-    elif fmt == "html":
-        from vlcalc.html import render_html_groups
-
-        _write(render_html_groups(views))
-    else:
-        for name, view in views:  # names are clean: build_report sanitised every node
-            if fmt == "libvirt":
-                _write(f"<!-- {xml_comment('group ' + name)} -->\n")
-            elif fmt in SETTINGS_FORMATS:
-                _write(f"# group {name}\n")
-            else:
-                _write(f"# group {md(name)}\n" if fmt == "markdown" else f"== group {name}\n")
-            codes.append(_emit_report(view, fmt, group=name))
-            _write("\n")
-    return combined_exit_code(codes)
-
-
-def _emit_report(view: ReportView, fmt: str, group: Optional[str] = None) -> ExitCode:
-    """Print one report; settings formats warn on stderr when the set comes from incomplete data
-    and print nothing (one error line, exit 4) when no node was probed."""
-    where = "" if group is None else f"group {group}: "
-    if fmt in SETTINGS_FORMATS:
-        if not view.settings.available:
-            _err(f"{where}no node was probed ({view.completeness.text}): no settings to print")
-            return ExitCode.INCOMPLETE
-        if view.settings.caveat is not None:
-            sys.stderr.write(f"vlcalc: warning: {where}{view.settings.caveat}\n")
-    text = render_report(view, fmt)
-    if text is None:
-        print_report(view, make_console())
-    else:
-        _write(text)
-    return view.exit_code
+    options = AnswerOptions(fmt.value, require_vl, per_group, target_vl)
+    _finish(report_command(paths, options, Streams(), adds=adds or (), excludes=excludes or ()))
 
 
 @app.command()
@@ -316,7 +209,7 @@ def check(
             "properties (host,sve=on,sve128=on) or a libvirt <cpu>, resolved per node.",
         ),
     ],
-    fmt: FormatOpt = "table",
+    fmt: CheckFormatOpt = CheckFormat.TABLE,
     verify: Annotated[
         bool,
         typer.Option("--verify", help="Scanning: also ask each node's kernel (acceptance trial)."),
@@ -337,152 +230,18 @@ def check(
     PATH is saved documents, or one inventory (.yaml/.yml) to scan first.
     Example: vlcalc check --vls 128,256 inventories/example-scan.json
     """
-    _check_format(fmt, CHECK_FORMATS)
-    spec = parse_guest_spec(vls, source="--vls")
-    if len(paths) == 1 and _is_inventory(paths[0]):
-        settings = ScanSettings(
-            limit,
-            forks,
-            timeout,
-            connect_timeout,
-            retries,
-            accept_new,
-            ssh_config,
-            known_hosts,
-            save,
-        )
-        trial = spec.trial_set()
-        tries = (",".join(map(str, trial.vls())),) if verify and trial else ()
-        scanned, saved = _scan(paths[0], settings, tries)
-        nodes: Sequence[Any] = scanned.records
-    else:
-        scan_only = {
-            "--verify": verify,
-            "--limit": limit,
-            "--save": save is not None,
-            "--accept-new": accept_new,
-            "--ssh-config": ssh_config,
-            "--known-hosts": known_hosts,
-        }
-        given = [name for name, value in scan_only.items() if value]
-        if given:
-            raise InputError("this option needs an inventory (.yaml/.yml) to scan", source=given[0])
-        scanned, saved = None, True
-        nodes = read_paths(paths)
-    result = build_check(nodes, spec)
-    for item in result.verdicts:
-        if item.disagrees:
-            _err(f"{item.node.name}: {item.reason}")
-    text = render_check(result, fmt)
-    if text is None:
-        print_check(result, make_console())
-    else:
-        _write(text)
-    _finish(result.exit_code(), scanned, saved)
-
-
-@dataclass(frozen=True)
-class ScanSettings:
-    limit: Optional[str]
-    forks: int
-    timeout: float
-    connect_timeout: float
-    retries: int
-    accept_new: bool
-    ssh_config: Optional[str]
-    known_hosts: Optional[str]
-    save: Optional[str]
-
-
-def _is_inventory(path: str) -> bool:
-    return Path(path).suffix.lower() in (".yaml", ".yml")
-
-
-def _scan(
-    inventory_path: str, settings: ScanSettings, tries: tuple[str, ...] = ()
-) -> tuple[ScanResult, bool]:
-    """Load the inventory, probe every selected host, save if asked; progress on stderr.
-    Returns the result and whether it was saved as asked (the ``--save`` path is checked before
-    any node is probed, and a failed save never discards the answer)."""
-    from vlcalc.inventory import load_inventory, select
-    from vlcalc.scan import ScanOptions, check_save_path, save_atomically, scan, scan_json
-
-    if settings.save is not None:
-        check_save_path(settings.save)
-    from vlcalc.transport.base import Timeouts
-    from vlcalc.transport.local import LocalTransport
-    from vlcalc.transport.router import RoutingTransport
-    from vlcalc.transport.ssh import SSHTransport
-
-    check_scan_options(
-        timeout=settings.timeout,
-        connect_timeout=settings.connect_timeout,
-        ssh_config=settings.ssh_config,
-        known_hosts=settings.known_hosts,
+    settings = ScanSettings(
+        limit, forks, timeout, connect_timeout, retries, accept_new, ssh_config, known_hosts, save
     )
-    hosts = select(load_inventory(inventory_path, warn=_warn), settings.limit)
-    phase = min(settings.connect_timeout, settings.timeout)
-    options = ScanOptions(
-        forks=settings.forks,
-        timeouts=Timeouts(
-            connect_s=phase,
-            banner_s=phase,
-            auth_s=phase,
-            exec_s=settings.timeout,
-            node_s=settings.timeout,
-            retries=settings.retries,
-        ),
-        tries=tries,
-    )
-    ssh = SSHTransport(
-        ssh_config_path=settings.ssh_config,
-        known_hosts_path=settings.known_hosts,
-        accept_new=settings.accept_new,
-    )
-    transport = RoutingTransport(ssh, LocalTransport())
-    try:
-        with scan_progress(len(hosts)) as advance:
-            result = scan(
-                hosts,
-                transport,
-                options,
-                inventory=inventory_path,
-                limit=settings.limit,
-                on_done=advance,
-            )
-    finally:
-        transport.close()
-    failed = sum(1 for entry in result.entries if entry.record.status == "error")
-    if failed:
-        _err(f"{failed} of {len(hosts)} nodes could not be probed (see the report)")
-    saved = True
-    if settings.save is not None:
-        try:
-            save_atomically(settings.save, scan_json(result))
-        except InputError as exc:  # the answer is still printed: a finished scan is never lost
-            _err(f"{exc} (the scan is not saved; its answer follows)")
-            saved = False
-    return result, saved
-
-
-def _finish(code: int, scanned: Optional[ScanResult], saved: bool = True) -> None:
-    if not saved:
-        code = ExitCode.INVALID_INPUT
-    if scanned is not None and scanned.interrupted:
-        # Nodes still running are abandoned: flush what we have and leave now, without waiting
-        # for their timeouts.
-        _err("interrupted: the report covers the nodes that answered")
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(ExitCode.INTERRUPTED)
-    raise typer.Exit(code)
+    outcome = check_command(paths, vls, fmt.value, Streams(), verify=verify, settings=settings)
+    _finish(outcome)
 
 
 @app.command()
 @guarded
 def scan(
     inventory: InventoryArg,
-    fmt: FormatOpt = "table",
+    fmt: FormatOpt = ReportFormat.TABLE,
     limit: LimitOpt = None,
     per_group: PerGroupOpt = False,
     require_vl: RequireOpt = None,
@@ -499,13 +258,22 @@ def scan(
 
     Example: vlcalc scan inventory.yaml --save scan.json
     """
-    _check_format(fmt, FORMATS)
-    _check_vl(require_vl)
     settings = ScanSettings(
         limit, forks, timeout, connect_timeout, retries, accept_new, ssh_config, known_hosts, save
     )
-    result, saved = _scan(inventory, settings)
-    _finish(_emit_answer(result.records, fmt, require_vl, per_group), result, saved)
+    options = AnswerOptions(fmt.value, require_vl, per_group)
+    _finish(scan_command(inventory, options, settings, Streams()))
+
+
+def _finish(outcome: Outcome) -> None:
+    """Leave with the outcome's exit code.  After an interrupted scan, nodes still running are
+    abandoned: flush what we have and leave now, without waiting for their timeouts."""
+    if outcome.scanned is not None and outcome.scanned.interrupted:
+        _err("interrupted: the report covers the nodes that answered")
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(ExitCode.INTERRUPTED)
+    raise typer.Exit(outcome.code)
 
 
 @app.command()
@@ -513,16 +281,13 @@ def scan(
 def diff(
     old: Annotated[str, typer.Argument(help="The earlier scan/probe document or directory.")],
     new: Annotated[str, typer.Argument(help="The later scan/probe document or directory.")],
-    fmt: Annotated[str, typer.Option("--format", "-f", help="table, json or markdown.")] = "table",
+    fmt: CheckFormatOpt = CheckFormat.TABLE,
 ) -> None:
     """Drift: nodes added, removed or changed, and whether the cluster set shrank (exit 1).
 
     Example: vlcalc diff last-week.json today.json
     """
-    _check_format(fmt, DIFF_FORMATS)
-    drift = build_diff(read_paths([old]), read_paths([new]))
-    _write(render_diff(drift, fmt))
-    raise typer.Exit(drift.exit_code())
+    _finish(diff_command(old, new, fmt.value, Streams()))
 
 
 @app.command()
@@ -539,10 +304,7 @@ def probe(
 
     Example: vlcalc probe --try 128,256 > $(hostname).json
     """
-    from vlcalc.probe import run_local
-
-    specs = [_try_arg(spec) for spec in tries or []]
-    _write(run_local(specs))
+    _finish(probe_command(tries or [], Streams()))
 
 
 @app.command(
@@ -557,12 +319,6 @@ def lab(ctx: typer.Context) -> None:
     from vlcalc.lab.cli import main as lab_main
 
     raise typer.Exit(lab_main(ctx.args))
-
-
-def _try_arg(spec: str) -> str:
-    """The probe takes plain VL bits; accept any vlcalc syntax and convert."""
-    parsed = parse_spec(spec, source="--try") if spec.strip() else None
-    return "" if parsed is None else ",".join(str(vl) for vl in parsed.vls())
 
 
 def _usage_message(exc: Exception) -> str:
@@ -587,6 +343,7 @@ def _usage_message(exc: Exception) -> str:
                 "greater_than_equal": f"{value!r} is below the minimum {limits.get('ge')}",
                 "less_than_equal": f"{value!r} is above the maximum {limits.get('le')}",
             }.get(str(first.get("type")), str(first.get("msg", exc.message)))
+            why = why.removeprefix("Value error, ")  # pydantic's wording for a failed choice
         else:
             why = exc.message
         text = f"{where}: {why}" if where else why
@@ -627,7 +384,7 @@ def _set_gc_policy(args: Sequence[str]) -> None:
     """
     words = [arg for arg in args if not arg.startswith("-")]
     command = words[0] if words else ""
-    scans = command == "scan" or (command == "check" and any(map(_is_inventory, words[1:])))
+    scans = command == "scan" or (command == "check" and any(map(is_inventory, words[1:])))
     if scans:
         import vlcalc.transport.ssh  # noqa: F401  (its imports are the bulk of what to freeze)
 

@@ -209,30 +209,10 @@ class ConnectTimeoutError(NodeTimeoutError):
 class HostKeyError(NodeError):
     """The server's host key is not the one known_hosts expects.  ``key_type`` and
     ``offered_fingerprint`` (``SHA256:...``) describe what the server offered, ``known_hosts_name``
-    is the name looked up (``[host]:port``) and ``known_hosts_path`` the file to fix."""
+    is the name looked up (``[host]:port``) and ``known_hosts_path`` the file to fix.  The
+    subclass says which: its ``error_kind``."""
 
-    def __init__(
-        self,
-        kind: ErrorKind,
-        message: str,
-        *,
-        host: str,
-        port: int,
-        known_hosts_name: str,
-        known_hosts_path: str,
-        key_type: str,
-        offered_fingerprint: str,
-    ):
-        super().__init__(kind, message, host=host, port=port)
-        self.known_hosts_name = known_hosts_name
-        self.known_hosts_path = known_hosts_path
-        self.key_type = key_type
-        self.offered_fingerprint = offered_fingerprint
-
-
-class HostKeyUnknownError(HostKeyError):
-    """known_hosts has no key of this type for the host.  ``known_types`` are the key types it
-    does have (often none)."""
+    error_kind: ClassVar[ErrorKind] = ErrorKind.HOST_KEY_CHANGED
 
     def __init__(
         self,
@@ -245,52 +225,32 @@ class HostKeyUnknownError(HostKeyError):
         key_type: str,
         offered_fingerprint: str,
         known_types: tuple[str, ...] = (),
-    ):
-        super().__init__(
-            ErrorKind.HOST_KEY_UNKNOWN,
-            message,
-            host=host,
-            port=port,
-            known_hosts_name=known_hosts_name,
-            known_hosts_path=known_hosts_path,
-            key_type=key_type,
-            offered_fingerprint=offered_fingerprint,
-        )
-        self.known_types = known_types
-
-
-class HostKeyChangedError(HostKeyError):
-    """known_hosts has a different key of the same type: ``expected_fingerprints`` (for a
-    ``@revoked`` key: none)."""
-
-    def __init__(
-        self,
-        message: str,
-        *,
-        host: str,
-        port: int,
-        known_hosts_name: str,
-        known_hosts_path: str,
-        key_type: str,
-        offered_fingerprint: str,
         expected_fingerprints: tuple[str, ...] = (),
     ):
-        super().__init__(
-            ErrorKind.HOST_KEY_CHANGED,
-            message,
-            host=host,
-            port=port,
-            known_hosts_name=known_hosts_name,
-            known_hosts_path=known_hosts_path,
-            key_type=key_type,
-            offered_fingerprint=offered_fingerprint,
-        )
+        super().__init__(self.error_kind, message, host=host, port=port)
+        self.known_hosts_name = known_hosts_name
+        self.known_hosts_path = known_hosts_path
+        self.key_type = key_type
+        self.offered_fingerprint = offered_fingerprint
+        self.known_types = known_types
         self.expected_fingerprints = expected_fingerprints
 
     @property
     def expected_fingerprint(self) -> str | None:
         """The first expected fingerprint (known_hosts usually has one key per type)."""
         return self.expected_fingerprints[0] if self.expected_fingerprints else None
+
+
+class HostKeyUnknownError(HostKeyError):
+    """known_hosts has no key of this type for the host.  ``known_types`` are the key types it
+    does have (often none)."""
+
+    error_kind = ErrorKind.HOST_KEY_UNKNOWN
+
+
+class HostKeyChangedError(HostKeyError):
+    """known_hosts has a different key of the same type: ``expected_fingerprints`` (for a
+    ``@revoked`` key: none)."""
 
 
 class HostKeyRevokedError(HostKeyChangedError):

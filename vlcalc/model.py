@@ -7,7 +7,7 @@ documents carry (``Status.OK == "ok"``); Python 3.9 has no ``StrEnum``.
 
 from __future__ import annotations
 
-from enum import Enum
+from enum import Enum, IntEnum
 
 PROBE_SCHEMA = "vlcalc.probe/1"  # written by the probe itself (vlcalc/probe/probe.py)
 SCAN_SCHEMA = "vlcalc.scan/1"
@@ -15,6 +15,18 @@ REPORT_SCHEMA = "vlcalc.report/1"
 CHECK_SCHEMA = "vlcalc.check/1"
 GROUPS_SCHEMA = "vlcalc.groups/1"
 DIFF_SCHEMA = "vlcalc.diff/1"
+
+
+class ExitCode(IntEnum):
+    """vlcalc's exit codes, documented in the README, the same for every command (``vlcalc lab``
+    too); derived from result objects, turned into the process's exit status by the CLI only."""
+
+    OK = 0
+    NOT_MET = 1  # the answer falls short: a requirement is not met, some node rejects the set
+    INVALID_INPUT = 2  # usage error, bad file, bad schema, bad VL syntax
+    FAILED = 2  # the same code: the command could not run (e.g. a lab node did not boot)
+    INCOMPLETE = 4  # some nodes could not be probed, so the answer may be optimistic
+    INTERRUPTED = 130  # Ctrl-C: what was collected is still reported
 
 
 class _Name(str, Enum):

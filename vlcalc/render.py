@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from enum import Enum
 from typing import TYPE_CHECKING, Any
 
 import msgspec
@@ -38,9 +39,30 @@ if TYPE_CHECKING:
     from rich.table import Table
     from rich.text import Text
 
-FORMATS = ("table", "json", "markdown", "html", "qemu", "libvirt", "kvm")
+
+class ReportFormat(str, Enum):
+    """``report``/``scan --format``: the answer for people, programs, or a VM's settings."""
+
+    TABLE = "table"
+    JSON = "json"
+    MARKDOWN = "markdown"
+    HTML = "html"
+    QEMU = "qemu"
+    LIBVIRT = "libvirt"
+    KVM = "kvm"
+
+
+class CheckFormat(str, Enum):
+    """``check``/``diff --format``."""
+
+    TABLE = "table"
+    JSON = "json"
+    MARKDOWN = "markdown"
+
+
+FORMATS = tuple(item.value for item in ReportFormat)
 SETTINGS_FORMATS = ("qemu", "libvirt", "kvm")
-CHECK_FORMATS = ("table", "json", "markdown")
+CHECK_FORMATS = tuple(item.value for item in CheckFormat)
 DIFF_FORMATS = CHECK_FORMATS
 _CELL = {"in": "●", "out": "●", "no": "·", "err": "?"}  # the table's matrix cells
 _MD_CELL = {"in": "x", "out": "x", "no": " ", "err": "?"}

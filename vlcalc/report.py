@@ -16,7 +16,6 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
-from enum import IntEnum
 from fnmatch import fnmatchcase
 from itertools import count, repeat
 from operator import attrgetter
@@ -36,7 +35,14 @@ from vlcalc.compat import (
 )
 from vlcalc.documents import NodeRecord
 from vlcalc.errors import InputError
-from vlcalc.model import CHECK_SCHEMA, DIFF_SCHEMA, GROUPS_SCHEMA, REPORT_SCHEMA, printable
+from vlcalc.model import (
+    CHECK_SCHEMA,
+    DIFF_SCHEMA,
+    GROUPS_SCHEMA,
+    REPORT_SCHEMA,
+    ExitCode,
+    printable,
+)
 from vlcalc.qemu import ARM_MAX_VQ, GuestSpec, QemuError, libvirt_xml, qemu_cpu
 from vlcalc.vl import VLSet
 
@@ -49,16 +55,6 @@ __all__ = [
     "build_report",
     "build_view",
 ]
-
-
-class ExitCode(IntEnum):
-    """vlcalc's exit codes, documented in the README; derived from results in one place each."""
-
-    OK = 0
-    NOT_MET = 1  # a requirement is not met, or some node rejects the set
-    INVALID_INPUT = 2  # usage error, bad file, bad schema, bad VL syntax
-    INCOMPLETE = 4  # some nodes could not be probed, so the answer may be optimistic
-    INTERRUPTED = 130  # Ctrl-C: what was collected is still reported
 
 
 @dataclass(frozen=True)

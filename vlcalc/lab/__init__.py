@@ -32,6 +32,12 @@ virtio-net option ROM; only recommended by qemu-system-arm), ``openssh-client``,
 (a paramiko dependency).  Images are cached in ``$VLCALC_LAB_CACHE`` or ``~/.cache/vlcalc-lab``
 (about 450 MB); nothing is written to the host's dpkg state.
 
+Image variants: ``build --qemu`` adds Debian's arm64 QEMU 7.2 (and only the libraries of its
+DT_NEEDED closure) for inner KVM guests, ``build --libvirt`` also libvirt's ``virsh`` with its QEMU
+driver; a node asks for one with ``--node n1=128,256,qemu`` (or ``libvirt``) and gets 768 MiB.
+
 Modules: :mod:`vlcalc.lab.image` (packages -> images), :mod:`vlcalc.lab.cpio` (initramfs writer),
-:mod:`vlcalc.lab.cluster` (QEMU fleet, inventory, known_hosts), :mod:`vlcalc.lab.cli`.
+:mod:`vlcalc.lab.elf` (DT_NEEDED reader), :mod:`vlcalc.lab.cluster` (QEMU fleet, inventory,
+known_hosts), :mod:`vlcalc.lab.inner` and :mod:`vlcalc.lab.qmp_driver` (inner QEMU on a node,
+driven over QMP), :mod:`vlcalc.lab.cli`.
 """

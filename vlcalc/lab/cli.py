@@ -1,13 +1,15 @@
 """The lab's command line: ``build``, ``up`` and ``down``.
 
-    python -m vlcalc.lab build [--kernel 6.1 --kernel 6.12] [--refresh] [--no-sudo]
+    python -m vlcalc.lab build [--kernel 6.1 --kernel 6.12] [--refresh] [--no-sudo] [--qemu]
+        [--libvirt]
     python -m vlcalc.lab up --node n1=128,256,384,512 --node n2=128,256,512 --node n3=none \\
         [--kernel 6.1] [--append kvm-arm.mode=nvhe] --dir DIR
     python -m vlcalc.lab down --dir DIR
 
 ``up`` prints the inventory and known_hosts paths on stdout (progress goes to stderr) and keeps
 the fleet running until Ctrl-C, SIGTERM or ``down --dir DIR``.  Per-node options go after the
-VLs: ``--node n4=128,256,kernel=6.12,append=kvm-arm.mode=nvhe``.  The image cache is
+VLs: ``--node n4=128,256,kernel=6.12,append=kvm-arm.mode=nvhe``; ``qemu`` boots a node with
+arm64 QEMU inside: ``--node n5=128,256,qemu``.  The image cache is
 ``$VLCALC_LAB_CACHE`` or ``~/.cache/vlcalc-lab`` unless ``--cache`` says otherwise.
 """
 
@@ -25,11 +27,13 @@ from typing import TextIO
 
 from vlcalc.errors import VlcalcError
 from vlcalc.lab import cluster, image
+from vlcalc.model import ExitCode
 
-EXIT_OK = 0
-EXIT_ERROR = 1
-EXIT_USAGE = 2
-EXIT_INTERRUPTED = 130
+# vlcalc's one exit-code scheme: 1 would mean "the answer falls short", which a lab never says.
+EXIT_OK = ExitCode.OK
+EXIT_ERROR = ExitCode.FAILED
+EXIT_USAGE = ExitCode.INVALID_INPUT
+EXIT_INTERRUPTED = ExitCode.INTERRUPTED
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -51,13 +55,19 @@ def _parser() -> argparse.ArgumentParser:
     )
     build.add_argument("--refresh", action="store_true", help="re-read the archive, re-download")
     build.add_argument("--no-sudo", action="store_true", help="leave sudo out of the image")
+    build.add_argument(
+        "--qemu", action="store_true", help="also build the variant with arm64 QEMU inside"
+    )
+    build.add_argument(
+        "--libvirt", action="store_true", help="also build the variant with QEMU and libvirt"
+    )
 
     up = sub.add_parser("up", help="boot a fleet and keep it running until Ctrl-C or down")
     up.add_argument(
         "--node",
         action="append",
         required=True,
-        metavar="NAME=VLS[,kernel=K][,append=ARG]",
+        metavar="NAME=VLS[,kernel=K][,append=ARG][,qemu|libvirt]",
         help="a node and its SVE VLs in bits, or 'none' for sve=off (repeatable)",
     )
     up.add_argument(
@@ -107,7 +117,7 @@ def _up(args: argparse.Namespace, out: TextIO) -> int:
 
 
 def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
-    """Run the lab command line; returns the exit code (0 ok, 1 error, 2 usage, 130 ^C)."""
+    """Run the lab command line; returns the exit code (0 ok, 2 error or usage, 130 ^C)."""
     stdout = out or sys.stdout
     try:
         args = _parser().parse_args(argv)
@@ -117,11 +127,22 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
         if args.command == "build":
             started = time.monotonic()
             lines = args.kernel or sorted(image.KERNEL_META_PACKAGES)
-            images = image.build(
-                lines, cache=args.cache, refresh=args.refresh, sudo=not args.no_sudo
+            images = list(
+                image.build(
+                    lines, cache=args.cache, refresh=args.refresh, sudo=not args.no_sudo
+                ).values()
             )
-            for img in images.values():
-                print(f"{img.line}\t{img.release}\t{img.vmlinuz}\t{img.initramfs}", file=stdout)
+            if args.qemu:
+                images += image.build(
+                    lines, cache=args.cache, sudo=not args.no_sudo, qemu=True
+                ).values()
+            if args.libvirt:
+                images += image.build(
+                    lines, cache=args.cache, sudo=not args.no_sudo, libvirt=True
+                ).values()
+            for img in images:
+                name = image.image_name(img.line, img.qemu, img.libvirt)
+                print(f"{name}\t{img.release}\t{img.vmlinuz}\t{img.initramfs}", file=stdout)
             print(f"vlcalc-lab: built in {time.monotonic() - started:.1f} s", file=sys.stderr)
             return EXIT_OK
         if args.command == "up":

@@ -41,6 +41,9 @@ QEMU_VL_BITS = tuple(range(128, 2049, 128))
 STATE_FILE = "lab.json"
 DEFAULT_BOOT_TIMEOUT_S = 180.0
 LOOPBACK = "127.0.0.1"
+NODE_MEMORY_MIB = 256
+# A node with QEMU inside unpacks an initramfs about 50 MB larger and runs an inner guest.
+QEMU_NODE_MEMORY_MIB = 768
 
 
 @dataclass(frozen=True)
@@ -49,13 +52,26 @@ class NodeSpec:
 
     Example: ``NodeSpec("n3", frozenset({128, 256}), kernel="6.12",
     cmdline=("kvm-arm.mode=nvhe",))``.  ``vls`` of ``None`` or empty means ``sve=off``: the
-    node's KVM offers no SVE at all.
+    node's KVM offers no SVE at all.  ``qemu=True`` boots the image variant with arm64 QEMU
+    inside (``/usr/bin/qemu-system-aarch64``) and more memory, for inner KVM guests;
+    ``libvirt=True`` the variant with QEMU and libvirt's ``virsh`` with its QEMU driver.
     """
 
     name: str
     vls: frozenset[int] | None
     kernel: str = image.DEFAULT_KERNEL
     cmdline: tuple[str, ...] = ()
+    qemu: bool = False
+    libvirt: bool = False
+
+    @property
+    def memory_mib(self) -> int:
+        return QEMU_NODE_MEMORY_MIB if self.qemu or self.libvirt else NODE_MEMORY_MIB
+
+    @property
+    def image_name(self) -> str:
+        """Which cached image the node boots (see :func:`vlcalc.lab.image.image_name`)."""
+        return image.image_name(self.kernel, self.qemu, self.libvirt)
 
     @property
     def kvm_mode(self) -> str:
@@ -87,7 +103,8 @@ def parse_node(text: str, default_kernel: str = image.DEFAULT_KERNEL) -> NodeSpe
 
     ``n1=128,256,384,512`` -> VLs {128,256,384,512} on the default kernel; ``n3=none`` (or
     ``off``) -> ``sve=off``; options may follow the VLs:
-    ``n2=128,256,kernel=6.12,append=kvm-arm.mode=nvhe`` (``append`` may repeat).
+    ``n2=128,256,kernel=6.12,append=kvm-arm.mode=nvhe`` (``append`` may repeat), ``qemu``
+    for the image with QEMU inside (``n4=128,256,qemu``) and ``libvirt`` for QEMU and libvirt.
     """
     name, sep, rest = text.partition("=")
     if not sep or not re.fullmatch(r"[A-Za-z0-9_.-]+", name):
@@ -95,6 +112,7 @@ def parse_node(text: str, default_kernel: str = image.DEFAULT_KERNEL) -> NodeSpe
     vls: set[int] = set()
     kernel = default_kernel
     cmdline: list[str] = []
+    qemu = libvirt = False
     for item in filter(None, (part.strip() for part in rest.split(","))):
         key, has_value, value = item.partition("=")
         if has_value and key == "kernel":
@@ -103,11 +121,15 @@ def parse_node(text: str, default_kernel: str = image.DEFAULT_KERNEL) -> NodeSpe
             cmdline.append(value)
         elif item.lower() in ("none", "off"):
             continue
+        elif item == "qemu":
+            qemu = True
+        elif item == "libvirt":
+            libvirt = True
         elif item.isdigit():
             vls.add(int(item))
         else:
             raise LabError(f"bad --node {text!r}: {item!r} is not a VL in bits or an option")
-    spec = NodeSpec(name, frozenset(vls) or None, kernel, tuple(cmdline))
+    spec = NodeSpec(name, frozenset(vls) or None, kernel, tuple(cmdline), qemu, libvirt)
     sve_cpu_properties(spec.vls)  # validate now, not when QEMU starts
     return spec
 
@@ -151,7 +173,7 @@ def qemu_argv(
         "-M", "virt,virtualization=on,gic-version=3",
         "-cpu", f"max,pauth-impdef=on,{sve_cpu_properties(spec.vls)}",
         "-smp", "1",
-        "-m", "256",
+        "-m", str(spec.memory_mib),
         "-accel", "tcg,tb-size=64",
         "-nodefaults", "-no-user-config",
         "-display", "none",
@@ -216,6 +238,8 @@ def inventory(nodes: Sequence[Node], key_file: Path, known_hosts: Path) -> dict[
             "vlcalc_lab_vls": sorted(spec.vls) if spec.vls else [],
             "vlcalc_lab_kernel": spec.kernel,
             "vlcalc_lab_kvm_mode": spec.kvm_mode,
+            "vlcalc_lab_qemu": spec.qemu or spec.libvirt,
+            "vlcalc_lab_libvirt": spec.libvirt,
         }
         kernel_group = "kernel_" + spec.kernel.replace(".", "_")
         mode_group = "kvm_" + re.sub(r"\W", "_", spec.kvm_mode)
@@ -365,22 +389,34 @@ class Fleet:
                 f"a fleet is already running in {self.workdir}; stop it with"
                 f" `python -m vlcalc.lab down --dir {self.workdir}` or use another --dir"
             )
-        images = image.build(sorted({spec.kernel for spec in self.specs}), cache=self.cache)
+        images: dict[str, image.Image] = {}
+        for qemu, libvirt in ((False, False), (True, False), (True, True)):
+            lines = sorted(
+                {
+                    spec.kernel
+                    for spec in self.specs
+                    if (spec.qemu or spec.libvirt, spec.libvirt) == (qemu, libvirt)
+                }
+            )
+            if lines:
+                built = image.build(lines, cache=self.cache, qemu=qemu, libvirt=libvirt)
+                images.update(
+                    (image.image_name(line, qemu, libvirt), img) for line, img in built.items()
+                )
         public_key = generate_user_key(self.key_path)
         overlay = image.key_overlay(public_key)
         initrds: dict[str, Path] = {}
-        for line, img in images.items():
+        for name, img in images.items():
             # The cached image plus a small archive with this fleet's key: the kernel unpacks
             # both, so the cached image never holds a key.
-            initrds[line] = self.workdir / f"initrd-{line}.cpio"
-            initrds[line].write_bytes(img.initramfs.read_bytes() + overlay)
+            initrds[name] = self.workdir / f"initrd-{name}.cpio"
+            initrds[name].write_bytes(img.initramfs.read_bytes() + overlay)
         _LIVE_FLEETS.add(self)
         started = time.monotonic()
         try:
             for spec, port in zip(self.specs, free_ports(len(self.specs))):
-                self.nodes.append(
-                    self._launch(spec, port, images[spec.kernel], initrds[spec.kernel])
-                )
+                name = spec.image_name
+                self.nodes.append(self._launch(spec, port, images[name], initrds[name]))
                 self._write_state()
             self._wait_ready()
         except BaseException:
@@ -467,6 +503,8 @@ class Fleet:
                     "kernel": n.spec.kernel,
                     "vls": sorted(n.spec.vls or ()),
                     "cmdline": list(n.spec.cmdline),
+                    "qemu": n.spec.qemu,
+                    "libvirt": n.spec.libvirt,
                 }
                 for n in self.nodes
             ],

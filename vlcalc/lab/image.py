@@ -13,10 +13,12 @@ Layout of the cache (``$VLCALC_LAB_CACHE`` or ``~/.cache/vlcalc-lab``)::
     debs/     downloaded .deb files
     staging/  one ``dpkg -x`` tree per .deb
     images/   <kernel line>/{vmlinuz, initramfs.cpio, manifest.json}
+              <kernel line>-qemu/  the same plus arm64 QEMU (see :data:`QEMU_PACKAGE`)
 """
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import json
 import lzma
@@ -32,11 +34,11 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from vlcalc.lab import cpio
+from vlcalc.lab import cpio, elf
 from vlcalc.lab.errors import CommandError, LabError
 
 # Bump when the image contents change, so cached images are rebuilt.
-BUILDER_VERSION = 7
+BUILDER_VERSION = 8
 
 # The kernel lines a node can boot, each named by the meta package that points at its newest
 # build.  6.1 is bookworm's own kernel; 6.12 comes from bookworm's backported line.
@@ -79,6 +81,35 @@ SUDO_PACKAGES = (
     "libpam0g",
     "libpam-modules",
 )
+
+# The QEMU variant: Debian 12's arm64 QEMU 7.2 inside a node, to run inner KVM guests.  Only the
+# binary and the libraries of its DT_NEEDED closure go into the image: firmware, keymaps and
+# helpers (qemu-system-common, qemu-system-data) are not needed to boot a raw ``-kernel`` with
+# ``-nodefaults``, and apt's Depends closure would add debconf, PAM and GStreamer.
+QEMU_PACKAGE = "qemu-system-arm"
+QEMU_BINARY = "usr/bin/qemu-system-aarch64"
+QEMU_SKIPPED_PACKAGES = frozenset({"qemu-system-common", "qemu-system-data"})
+QEMU_SUFFIX = "-qemu"
+# The libvirt variant adds libvirt 9.0's virsh and QEMU driver (loaded by virsh itself with the
+# embedded driver, ``qemu:///embed``: no daemon) to the QEMU variant, for checking vlcalc's
+# ``<cpu>`` XML with real libvirt and real KVM.  About 45 MB more (libxml2 pulls in ICU), so only
+# nodes that ask for it get it.
+LIBVIRT_SUFFIX = "-libvirt"
+LIBVIRT_QEMU_DRIVER = "usr/lib/aarch64-linux-gnu/libvirt/connection-driver/libvirt_driver_qemu.so"
+LIBVIRT_CPU_MAP = "usr/share/libvirt/cpu_map"
+# (package, file) whose DT_NEEDED closure goes into an image.
+QEMU_ROOTS = ((QEMU_PACKAGE, QEMU_BINARY),)
+LIBVIRT_ROOTS = (
+    ("libvirt-clients", "usr/bin/virsh"),
+    ("libvirt-daemon-driver-qemu", LIBVIRT_QEMU_DRIVER),
+)
+LIBVIRT_DATA_PACKAGE = "libvirt0"
+# The user a privileged libvirt runs QEMU as (also for probing its capabilities), in group kvm.
+LIBVIRT_QEMU_UID = 64055
+# Where the arm64 dynamic loader looks (after the merged-/usr normalisation).
+LIBRARY_DIRS = ("usr/lib/aarch64-linux-gnu", "usr/lib")
+# Enough layers of Depends for any library chain in bookworm; stops a runaway resolution.
+MAX_DEPENDS_ROUNDS = 8
 
 # From libpython3.11-stdlib only what the probe needs beyond python3.11-minimal: json.
 STDLIB_EXTRAS = ("json",)
@@ -182,6 +213,30 @@ def kernel_package_from_depends(output: str) -> str:
     raise LabError(f"no versioned linux-image package in apt-cache output:\n{output}")
 
 
+def depends_from_apt_cache(output: str) -> set[str]:
+    """The real packages named in ``Depends``/``PreDepends`` lines of ``apt-cache depends``.
+
+    Alternatives (``|Depends:``) are all kept; virtual packages (``<debconf-2.0>``) are dropped.
+    ``"qemu-system-arm\n  Depends: libfdt1\n |Depends: a\n  Depends: <b>\n"`` ->
+    ``{"libfdt1", "a"}``.
+    """
+    result: set[str] = set()
+    for line in output.splitlines():
+        key, _, value = line.strip().lstrip("|").partition(":")
+        value = value.strip()
+        if key in ("Depends", "PreDepends") and value and not value.startswith("<"):
+            result.add(value)
+    return result
+
+
+def image_name(line: str, qemu: bool, libvirt: bool = False) -> str:
+    """The cache folder of an image: ``6.12``; with QEMU inside ``6.12-qemu``; with QEMU and
+    libvirt ``6.12-libvirt``."""
+    if libvirt:
+        return line + LIBVIRT_SUFFIX
+    return line + QEMU_SUFFIX if qemu else line
+
+
 def kernel_release(package: str) -> str:
     """``linux-image-6.12.117+deb12-arm64`` -> ``6.12.117+deb12-arm64`` (the modules dir name)."""
     return package.removeprefix("linux-image-")
@@ -282,14 +337,20 @@ while :; do sleep 3600; done
 """
 
 
-def config_files(with_sudo: bool) -> list[cpio.Entry]:
-    """/etc of a node: users ``root`` and ``probe`` (uid 1000, not in ``kvm``), sudo for probe."""
+def config_files(with_sudo: bool, libvirt: bool = False) -> list[cpio.Entry]:
+    """/etc of a node: users ``root`` and ``probe`` (uid 1000, not in ``kvm``), sudo for probe;
+    with ``libvirt`` also ``libvirt-qemu`` (in ``kvm``), the user libvirt runs QEMU as."""
     passwd = (
         "root:*:0:0:root:/root:/bin/sh\n"
         f"probe:*:{PROBE_UID}:{PROBE_UID}:vlcalc probe:/home/probe:/bin/sh\n"
     )
     # "*" rather than "!": dropbear refuses keys for accounts whose password starts with "!".
     group = f"root:x:0:\ntty:x:5:\nkvm:x:{KVM_GID}:\nprobe:x:{PROBE_UID}:\n"
+    if libvirt:
+        uid = LIBVIRT_QEMU_UID
+        passwd += f"libvirt-qemu:*:{uid}:{uid}:libvirt:/nonexistent:/bin/false\n"
+        group = group.replace(f"kvm:x:{KVM_GID}:", f"kvm:x:{KVM_GID}:libvirt-qemu")
+        group += f"libvirt-qemu:x:{uid}:\n"
     entries = [
         cpio.regular("etc/passwd", passwd.encode()),
         cpio.regular("etc/group", group.encode()),
@@ -362,7 +423,7 @@ def _run(argv: Sequence[str], cwd: Path | None = None) -> str:
             list(argv), cwd=cwd, capture_output=True, text=True, check=False, timeout=900
         )
     except FileNotFoundError as exc:
-        raise LabError(f"{argv[0]} not found; install it (see vlcalc/lab/README)") from exc
+        raise LabError(f"{argv[0]} not found; install it (see the README's lab section)") from exc
     if done.returncode != 0:
         tail = "\n".join((done.stdout + done.stderr).splitlines()[-20:])
         raise CommandError(argv, done.returncode, tail)
@@ -459,18 +520,45 @@ def _extract_kernel(deb: Path, target: Path) -> None:
         raise CommandError(argv, proc.returncode, error)
 
 
+def _needed_by(
+    libraries: dict[str, Library], seen: dict[Path, tuple[str, ...]], soname: str
+) -> tuple[str, ...] | None:
+    """What the library file named ``soname`` needs (``None``: no package provides it)."""
+    library = libraries.get(soname)
+    if library is None:
+        return None
+    source = library.source.resolve()
+    if source not in seen:
+        seen[source] = elf.needed(source.read_bytes())
+    return seen[source]
+
+
 def _say(message: str) -> None:
     print(f"vlcalc-lab: {message}", file=sys.stderr, flush=True)
 
 
 @dataclass(frozen=True)
 class Image:
-    """One bootable kernel line: ``Image("6.1", "6.1.0-56-arm64", vmlinuz, initramfs)``."""
+    """One bootable kernel line: ``Image("6.1", "6.1.0-56-arm64", vmlinuz, initramfs)``.
+
+    ``qemu`` images also hold ``/usr/bin/qemu-system-aarch64`` for inner KVM guests.
+    """
 
     line: str
     release: str
     vmlinuz: Path
     initramfs: Path
+    qemu: bool = False
+    libvirt: bool = False
+
+
+@dataclass(frozen=True)
+class Library:
+    """A shared library found in an unpacked package: ``path`` in the image, ``source`` on disk."""
+
+    package: str
+    path: str
+    source: Path
 
 
 class Builder:
@@ -585,6 +673,98 @@ class Builder:
         marker.touch()
         return target
 
+    # -- the QEMU variant ------------------------------------------------------------------------
+
+    def _library_index(self, roots: dict[str, Path]) -> dict[str, Library]:
+        """Every file a dynamic loader could open by name, first package wins."""
+        index: dict[str, Library] = {}
+        for package, root in roots.items():
+            for raw_dir in ("usr/lib/aarch64-linux-gnu", "lib/aarch64-linux-gnu", "usr/lib", "lib"):
+                folder = root / raw_dir
+                if not folder.is_dir():
+                    continue
+                for entry in sorted(folder.iterdir()):
+                    if ".so" in entry.name and (entry.is_file() or entry.is_symlink()):
+                        index.setdefault(
+                            entry.name,
+                            Library(package, normalise_path(f"{raw_dir}/{entry.name}"), entry),
+                        )
+        return index
+
+    def library_closure(
+        self, roots: Sequence[tuple[str, str]]
+    ) -> tuple[dict[str, Path], dict[str, Library]]:
+        """The debs that hold the library closure of ``roots`` (package, file), and the closure
+        itself (soname -> file).
+
+        Starts from the roots' packages and the node's userland, and adds one layer of
+        ``Depends`` of the packages that provide needed libraries until every ``DT_NEEDED`` name
+        resolves, so only packages on a real library chain are fetched.
+        """
+        packages = list(dict.fromkeys([*(p for p, _ in roots), *self.userland_packages()]))
+        expanded: set[str] = set()
+        infos: dict[Path, tuple[str, ...]] = {}
+        for _ in range(MAX_DEPENDS_ROUNDS):
+            debs = self.download(packages)
+            unpacked = {p: self.unpack(deb) for p, deb in debs.items()}
+            libraries = self._library_index(unpacked)
+            needs = functools.partial(_needed_by, libraries, infos)
+            start = [name for p, f in roots for name in elf.needed((unpacked[p] / f).read_bytes())]
+            found, missing = elf.closure(start, needs)
+            if not missing:
+                return debs, {name: libraries[name] for name in found}
+            providers = {p for p, _ in roots} | {libraries[name].package for name in found}
+            fresh = sorted(providers - expanded)
+            expanded.update(fresh)
+            output = self._apt(
+                "apt-cache", "depends", "--no-recommends", "--no-suggests", "--no-conflicts",
+                "--no-breaks", "--no-replaces", "--no-enhances", *fresh,
+            )  # fmt: skip
+            more = sorted(depends_from_apt_cache(output) - set(packages) - QEMU_SKIPPED_PACKAGES)
+            if not more:
+                break
+            packages += more
+        raise LabError(f"no arm64 package provides {', '.join(sorted(missing))}")
+
+    def _closure_entries(
+        self,
+        roots: Sequence[tuple[str, str]],
+        debs: dict[str, Path],
+        libraries: dict[str, Library],
+    ) -> list[cpio.Entry]:
+        """The root files and their libraries, each soname link with the file it points to."""
+        entries = []
+        for package, path in roots:
+            # The kernel's initramfs unpacker makes no missing parents: name every folder.
+            parts = path.split("/")[:-1]
+            entries += [cpio.directory("/".join(parts[:i])) for i in range(1, len(parts) + 1)]
+            data = (self.unpack(debs[package]) / path).read_bytes()
+            entries.append(cpio.regular(path, data, 0o644 if ".so" in path else 0o755))
+        for library in libraries.values():
+            source = library.source
+            path = library.path
+            # Follow the soname link chain (libz.so.1 -> libz.so.1.2.13) inside the package.
+            for _ in range(8):
+                if not source.is_symlink():
+                    break
+                target = os.readlink(source)
+                entries.append(cpio.symlink(path, target))
+                source = source.parent / target
+                path = normalise_path(
+                    os.path.normpath(f"{path.rsplit('/', 1)[0]}/{target}").lstrip("/")
+                )
+            entries.append(cpio.regular(path, source.read_bytes(), 0o644))
+        return entries
+
+    def _libvirt_data(self) -> list[cpio.Entry]:
+        """libvirt's CPU map (``/usr/share`` is otherwise left out of images)."""
+        root = self.unpack(self.download([LIBVIRT_DATA_PACKAGE])[LIBVIRT_DATA_PACKAGE])
+        entries = [cpio.directory("usr/share"), cpio.directory("usr/share/libvirt")]
+        entries.append(cpio.directory(LIBVIRT_CPU_MAP))
+        for path in sorted((root / LIBVIRT_CPU_MAP).iterdir()):
+            entries.append(cpio.regular(f"{LIBVIRT_CPU_MAP}/{path.name}", path.read_bytes()))
+        return entries
+
     # -- composing -----------------------------------------------------------------------------
 
     def _package_entries(self, package: str, root: Path) -> list[cpio.Entry]:
@@ -627,21 +807,39 @@ class Builder:
             result.append((name, cpio.regular(f"usr/lib/modules/vlcalc/{name}.ko", data)))
         return result
 
-    def build(self, line: str) -> Image:
-        """The image of one kernel line, from cache when its manifest is unchanged."""
+    def build(self, line: str, *, qemu: bool = False, libvirt: bool = False) -> Image:
+        """The image of one kernel line, from cache when its manifest is unchanged.
+
+        ``qemu=True`` gives the variant with arm64 QEMU inside (``images/<line>-qemu``),
+        ``libvirt=True`` the one with QEMU and libvirt (``images/<line>-libvirt``).
+        """
+        qemu = qemu or libvirt
+        elf_roots = QEMU_ROOTS + (LIBVIRT_ROOTS if libvirt else ())
         self.update()
         kernel_pkg = self.kernel_package(line)
         release = kernel_release(kernel_pkg)
         packages = [kernel_pkg, *self.userland_packages()]
         debs = self.download(packages)
-        out = self.images_dir / line
+        qemu_debs: dict[str, Path] = {}
+        libraries: dict[str, Library] = {}
+        if qemu:
+            qemu_debs, libraries = self.library_closure(elf_roots)
+        out = self.images_dir / image_name(line, qemu, libvirt)
         manifest = {
             "builder": BUILDER_VERSION,
             "kernel_line": line,
             "kernel_release": release,
             "debs": sorted(deb.name for deb in debs.values()),
+            # QEMU's deb and those of the libraries it loads: a new version of any rebuilds.
+            "qemu_debs": sorted(
+                {qemu_debs[package].name for package, _ in elf_roots}
+                | {qemu_debs[lib.package].name for lib in libraries.values()}
+            )
+            if qemu
+            else [],
+            "libvirt": libvirt,
         }
-        image = Image(line, release, out / "vmlinuz", out / "initramfs.cpio")
+        image = Image(line, release, out / "vmlinuz", out / "initramfs.cpio", qemu, libvirt)
         manifest_path = out / "manifest.json"
         if (
             not self.refresh
@@ -666,8 +864,14 @@ class Builder:
             entries[entry.path] = entry
         modules = self._module_entries(roots[kernel_pkg], release)
         entries.update((entry.path, entry) for _, entry in modules)
-        for entry in config_files(self.sudo):
+        for entry in config_files(self.sudo, libvirt):
             entries[entry.path] = entry
+        if qemu:
+            for entry in self._closure_entries(elf_roots, qemu_debs, libraries):
+                entries.setdefault(entry.path, entry)
+        if libvirt:
+            for entry in self._libvirt_data():
+                entries.setdefault(entry.path, entry)
         entries.update((entry.path, entry) for entry in bytecode_entries(entries.values()))
         entries["init"] = cpio.regular(
             "init", init_script([name for name, _ in modules]).encode(), 0o755
@@ -690,12 +894,15 @@ def build(
     cache: Path | None = None,
     refresh: bool = False,
     sudo: bool = True,
+    qemu: bool = False,
+    libvirt: bool = False,
 ) -> dict[str, Image]:
-    """Fetch what is missing and build the image of every kernel line in ``lines``."""
+    """Fetch what is missing and build the image of every kernel line in ``lines``
+    (with ``qemu``, the variant with arm64 QEMU inside; with ``libvirt``, QEMU and libvirt)."""
     builder = Builder(cache, refresh=refresh, sudo=sudo)
     builder.update()
     # One apt-get download for every line: apt fetches in parallel, once.
     kernels = [builder.kernel_package(line) for line in lines]
-    builder.download([*kernels, *builder.userland_packages()])
+    builder.download([*kernels, *builder.userland_packages(), *([QEMU_PACKAGE] if qemu else [])])
     builder.refresh = False  # lists and debs are fresh now; build() must not fetch again
-    return {line: builder.build(line) for line in lines}
+    return {line: builder.build(line, qemu=qemu, libvirt=libvirt) for line in lines}

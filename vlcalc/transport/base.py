@@ -28,6 +28,10 @@ class Target:
     python: str = "python3"
     become: bool = False
     become_user: str | None = None
+    # ssh options from the inventory (ansible_ssh_common_args / ansible_ssh_extra_args), as
+    # (lower-cased ssh_config keyword, value): ``(("proxyjump", "bastion"),)``.  Like ``ssh -o``
+    # they override ~/.ssh/config; for a keyword given twice, the first wins (as in ssh).
+    ssh_options: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True)
