@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 
 from vlcalc.cli import app
 from vlcalc.documents import parse_document
-from vlcalc.render import make_console, md, print_report
+from vlcalc.render import as_json, make_console, md, print_report
 from vlcalc.report import build_report, build_view
 
 from fleet_fixtures import (
@@ -493,3 +493,12 @@ def test_per_group_html_is_one_page() -> None:
     page = result.stdout
     assert page.startswith("<!DOCTYPE html>") and page.count("<!DOCTYPE") == 1
     assert page.count("</html>") == 1 and 'id="g1-matrix"' in page and "== group" not in page
+
+
+def test_as_json_lays_out_one_line_per_member_and_item() -> None:
+    document = {"a": [], "b": {}, "c": [1, {"x": "é"}], "d": {"k": [1]}, "e": None}
+    assert as_json(document) == (
+        '{\n  "a": [],\n  "b": {},\n  "c": [\n    1,\n    {"x":"é"}\n  ],\n'
+        '  "d": {\n    "k": [1]\n  },\n  "e": null\n}\n'
+    )
+    assert as_json({}) == "{\n\n}\n" and as_json({"a": 1}) == '{\n  "a": 1\n}\n'

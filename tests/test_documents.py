@@ -9,10 +9,21 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import pytest
 
 from vlcalc.answer import record_answer
-from vlcalc.documents import MAX_DOCUMENT_BYTES, parse_document
+from vlcalc.documents import (
+    MAX_DOCUMENT_BYTES,
+    Document,
+    ScanDocument,
+    ScanNode,
+    _LazyScanDocument,
+    _LazyScanNode,
+    decode,
+    parse_document,
+    scan_records,
+)
 from vlcalc.errors import DocumentError
 from vlcalc.files import parse_bytes, read_capped, read_paths
 from vlcalc.model import ErrorKind, Status
@@ -20,7 +31,14 @@ from vlcalc.report import build_check
 from vlcalc.transport.base import RunResult, Target
 from vlcalc.vl import VLSet
 
-from fleet_fixtures import hardware_doc, mixed_fleet, probe_doc
+from fleet_fixtures import (
+    error_entry,
+    hardware_doc,
+    mixed_fleet,
+    ok_entry,
+    probe_doc,
+    scan_doc,
+)
 
 
 def write(path: Path, doc: Any) -> str:
@@ -260,3 +278,96 @@ def test_the_probes_trials_reach_check() -> None:
     (verdict,) = build_check([node], VLSet.from_vls([128, 256])).verdicts
     assert (verdict.kernel, verdict.model, verdict.verdict) == ("reject", "accept", "reject")
     assert node.probe is not None and node.probe["trials"][0]["accepted"] is False
+
+
+# -- the fast path for a large scan (documents.scan_records) ---------------------------------------
+def _fleet_scan(hostnames: list[str] | None = None) -> dict[str, Any]:
+    """A scan with repeated probe kinds (templates) and a failed node."""
+    kinds = ["a64fx", "graviton3", "altra"]
+    names = hostnames or [f"n{index}.example" for index in range(7)]
+    entries = [
+        ok_entry(f"node{index}", hardware_doc(name, kinds[index % 3]), [f"rack{index % 2}"])
+        for index, name in enumerate(names)
+    ]
+    entries.append(error_entry("down.example", "unreachable", "connection refused", ["rack0"]))
+    return scan_doc(entries)
+
+
+def _full_path(data: bytes) -> list[Any]:
+    return parse_document(decode(data, Document, source="s.json"), source="s.json")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("indent", [None, 1])
+def test_the_scan_shortcut_gives_the_records_of_the_full_path(indent: int | None) -> None:
+    hostnames = ["n1", "n2:x", "ünïcode-host", "", "n5", "a" * 1024, "n7"]
+    data = json.dumps(_fleet_scan(hostnames), indent=indent, ensure_ascii=False).encode()
+    fast = scan_records(data, source="s.json")
+    assert fast is not None and fast == _full_path(data)
+    # Each node has its own probe document (its own hostname), the rest is shared per template.
+    assert [node.document.hostname for node in fast if node.document] == hostnames
+    assert fast[0].kernel is fast[3].kernel and fast[0].document is not fast[3].document
+
+
+def test_the_scan_shortcut_finds_the_hostname_wherever_it_is() -> None:
+    """Probes whose keys come in another order (another text before the hostname), between
+    probes of the usual order."""
+    scan = _fleet_scan(["n1", "n2", "n3", "n4", "n5", "n6"])
+    for index in (1, 2, 4):
+        probe = scan["nodes"][index]["probe"]
+        scan["nodes"][index]["probe"] = dict(reversed(list(probe.items())))
+    data = json.dumps(scan).encode()
+    fast = scan_records(data, source="s.json")
+    assert fast is not None and fast == _full_path(data)
+    assert [node.hostname for node in fast[:6]] == ["n1", "n2", "n3", "n4", "n5", "n6"]
+
+
+@pytest.mark.parametrize(
+    ("before", "after"),
+    [
+        ('"n2"', '"n\\u0032"'),  # a backslash anywhere: strings are not their bytes
+        ('"query": 14.2', '"query": 14.2, "query": 1'),  # a repeated key inside a probe
+        ('"arch": "aarch64"', '"arch": "aarch64", "sme": {"x": 1}'),  # an unknown probe field
+        ('"arch": "aarch64"', '"arch": "aarch64", "hostname": "again"'),  # two hostnames
+        ('"arch": "aarch64"', '"arch": "aarch64", "note": "hostname"'),  # "hostname" as a value
+        ('"limit": null', '"limit": null, "limit": null'),  # a repeated key in the scan
+        ('"hostname": "n2"', '"hostname": "n2\\u001b"'),  # a control character
+        ('"probe": null', '"probe": {}'),  # a probe on a failed node
+    ],
+)
+def test_the_scan_shortcut_declines_what_it_cannot_vouch_for(before: str, after: str) -> None:
+    text = json.dumps(_fleet_scan(["n1", "n2", "n3", "n4", "n5"]))
+    assert text.count(before) >= 1
+    changed = text.replace(before, after).encode()
+    assert scan_records(changed, source="s.json") is None
+
+
+@pytest.mark.parametrize(
+    ("before", "after", "field"),
+    [
+        ('"hostname": "n5"', '"hostname": "n5\x7f"', "nodes[4].probe.hostname"),
+        ('"hostname": "n5"', '"hostname": 5', "nodes[4].probe.hostname"),
+        ('"hostname": "n5"', '"hostname": "' + "a" * 1025 + '"', "nodes[4].probe.hostname"),
+        ('"hostname": "n5"', '"name": "x"', "nodes[4].probe.hostname"),
+        ('"vls": [128, 256, 512]', '"vls": [128, 512]', "nodes[0].probe.sve.words"),
+        ('"name": "node2"', '"name": ""', "nodes[2].name"),
+    ],
+)
+def test_a_bad_node_gets_the_full_paths_error(before: str, after: str, field: str) -> None:
+    """Nodes after the first of their template are judged by the shortcut: what it declines,
+    the full path refuses with its own message."""
+    text = json.dumps(_fleet_scan(["n1", "n2", "n3", "n4", "n5"])).replace(before, after, 1)
+    assert scan_records(text.encode(), source="s.json") is None
+    with pytest.raises(DocumentError) as caught:
+        parse_bytes(text.encode(), source="s.json")
+    assert caught.value.field == field
+
+
+def test_the_lazy_scan_model_is_the_scan_model_but_for_the_probe() -> None:
+    def shape(struct: type[Any]) -> list[tuple[str, Any, Any]]:
+        return [(f.name, f.type, f.default) for f in msgspec.structs.fields(struct)]
+
+    lazy = [f for f in shape(_LazyScanNode) if f[0] != "probe"]
+    assert lazy == [f for f in shape(ScanNode) if f[0] != "probe"]
+    assert shape(_LazyScanDocument)[:2] == shape(ScanDocument)[:2]
+    assert shape(_LazyScanDocument)[3:] == shape(ScanDocument)[3:]
+    assert _LazyScanDocument.__struct_config__.tag == ScanDocument.__struct_config__.tag

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 from pathlib import Path
@@ -12,7 +13,8 @@ from typer.testing import CliRunner
 
 from vlcalc.cli import app
 from vlcalc.compat import drain_for
-from vlcalc.documents import parse_document
+from vlcalc.documents import NodeRecord, parse_document
+from vlcalc.model import Status
 from vlcalc.render import make_console, print_report
 from vlcalc.report import build_diff, build_report, build_view, profiles
 from vlcalc.vl import VLSet
@@ -203,3 +205,33 @@ def test_zero_nodes_is_an_input_error(tmp_path: Path) -> None:
         assert result.stderr.startswith("vlcalc: error: no nodes to ") and (
             result.stderr.count("\n") == 1
         )
+
+
+def test_limiting_names_every_limit_of_a_node_in_order() -> None:
+    """Report.limiting merges limits at C speed; it must say what a name-by-name pass says,
+    for nodes blamed by one limit, by several, and a name listed twice in one limit."""
+    nodes = [
+        NodeRecord("a", Status.OK, S(128, 256, 512)),
+        NodeRecord("b", Status.OK, S(128, 256)),
+        NodeRecord("c", Status.OK, S(128, 512)),
+        NodeRecord("d", Status.NO_SVE, VLSet()),
+        NodeRecord("e", Status.ERROR, None, "timeout", "no answer"),
+    ]
+    report = build_report(nodes)
+
+    def by_name(report: Any) -> dict[str, tuple[str, ...]]:
+        blamed: dict[str, tuple[str, ...]] = {}
+        for limit in report.answer.limits:
+            for name in limit.nodes:
+                blamed[name] = (*blamed.get(name, ()), limit.kind)
+        return blamed
+
+    assert report.limiting() == by_name(report) and len(report.answer.limits) == 3
+    first, *rest = report.answer.limits
+    for extra in [("a", "c"), ("c", "c", "a"), ("d", "e", "d")]:
+        limits = (first, dataclasses.replace(first, kind="max-vl", nodes=extra), *rest)
+        changed = dataclasses.replace(
+            report, answer=dataclasses.replace(report.answer, limits=limits)
+        )
+        assert changed.limiting() == by_name(changed)
+        assert any(len(kinds) > 1 for kinds in changed.limiting().values())

@@ -24,11 +24,13 @@ import json
 import re
 from collections.abc import Sequence
 from functools import lru_cache
+from operator import attrgetter
 from pathlib import Path
 from typing import Annotated, Any, Literal, Optional, TypeVar, Union
 
 import msgspec
 from msgspec import UNSET, Meta, Struct, UnsetType
+from msgspec.structs import replace
 
 from vlcalc.errors import DocumentError
 from vlcalc.model import PROBE_SCHEMA, SCAN_SCHEMA, ErrorKind, Status, error_kind
@@ -579,6 +581,152 @@ def parse_scan(doc: ScanDocument | Any, *, source: str) -> list[NodeRecord]:
     return nodes
 
 
+# -- the fast path for a large scan ----------------------------------------------------------------
+class _LazyScanNode(Struct, kw_only=True):
+    """:class:`ScanNode` with its probe document left as JSON text (same fields, same types).
+    Not frozen: :func:`scan_records` blanks the probe once it has read it."""
+
+    name: Annotated[str, Meta(min_length=1, max_length=255)]
+    outcome: Literal["ok", "error"]
+    probe: msgspec.Raw
+    error: Optional[NodeFailure]
+    groups: Union[tuple[str, ...], UnsetType] = UNSET
+    target: Union[dict[str, Any], UnsetType, None] = UNSET
+    elapsed_ms: Union[float, UnsetType, None] = UNSET
+
+
+class _LazyScanDocument(Struct, frozen=True, kw_only=True, tag_field="schema", tag=SCAN_SCHEMA):
+    """:class:`ScanDocument` with :class:`_LazyScanNode` nodes."""
+
+    started: str
+    inventory: Optional[str]
+    nodes: list[_LazyScanNode]
+    vlcalc_version: Union[str, UnsetType] = UNSET
+    finished: Union[str, UnsetType] = UNSET
+    limit: Union[str, UnsetType, None] = UNSET
+    interrupted: Union[bool, UnsetType] = UNSET
+
+
+_LAZY_DECODER = msgspec.json.Decoder(Union[ProbeDocument, _LazyScanDocument])
+_PROBE_DECODER = msgspec.json.Decoder(ProbeDocument)
+_HOSTNAME_KEY = b'"hostname"'
+_NULL = b"null"
+_NULL_RAW = msgspec.Raw(_NULL)
+
+
+def scan_records(data: bytes, *, source: str) -> list[NodeRecord] | None:
+    """The nodes of a scan document, by a shortcut that is several times faster on a large fleet;
+    ``None`` whenever the shortcut cannot vouch that :func:`decode` and :func:`parse_scan` would
+    give the same records: then the caller takes that path, and its answer or error stands.
+
+    A fleet repeats a few kinds of probe document that differ only in their ``hostname``, so each
+    node's probe is kept as JSON text, split around its hostname's value, and decoded and checked
+    once per distinct rest (a *template*); every other node with that rest gets a copy of the
+    template's record with its own hostname.  This holds because, without a backslash anywhere in
+    ``data``, a string's text is its bytes: the span between the quotes after the one
+    ``"hostname"`` of the template is the hostname's value, and putting another quote-free string
+    there changes that value and nothing else.  The colon count of :func:`_has_duplicate_keys`
+    is made per template, and over the scan with its probes blanked plus the probes' text.
+
+    >>> scan = (b'{"schema": "vlcalc.scan/1", "started": "s", "inventory": null, "nodes": ['
+    ...     b'{"name": "a", "outcome": "error", "probe": null, "error": '
+    ...     b'{"kind": "timeout", "message": "no answer"}}]}')
+    >>> [node.error_kind for node in scan_records(scan, source="s.json")]
+    [<ErrorKind.TIMEOUT: 'timeout'>]
+    """
+    if b"\\" in data:
+        return None
+    try:
+        scan = _LAZY_DECODER.decode(data)
+    except (msgspec.ValidationError, msgspec.DecodeError, RecursionError):
+        return None
+    if not isinstance(scan, _LazyScanDocument):
+        return None
+    templates: dict[tuple[bytes, bytes], tuple[NodeRecord, ProbeDocument, int]] = {}
+    probe_colons = 0  # in the probes' text
+    prefix = b""  # the last probe's text up to its hostname's value (one object: hashed once)
+    nodes: list[NodeRecord] = []
+    append = nodes.append
+    for entry in scan.nodes:
+        text = bytes(entry.probe)
+        entry.probe = _NULL_RAW  # so that the scan re-encodes without the probes, below
+        groups = entry.groups
+        if groups is UNSET:
+            groups = ()
+        if entry.outcome != "ok":
+            if text != _NULL or entry.error is None:
+                return None
+            failure = entry.error
+            append(
+                error_node(entry.name, failure.kind, failure.message, groups=groups, source=source)
+            )
+            continue
+        if prefix and text.startswith(prefix):  # the usual case: only the hostname differs
+            start = len(prefix)
+        else:
+            at = text.find(_HOSTNAME_KEY)
+            start = text.find(b'"', at + len(_HOSTNAME_KEY)) + 1
+            if at < 0 or start <= 0:
+                return None
+            prefix = text[:start]
+        end = text.find(b'"', start)
+        if end < 0:
+            return None
+        key = (prefix, text[end:])
+        found = templates.get(key)
+        if found is None:
+            found = _template(text, start, end, entry.name, source)
+            if found is None:
+                return None
+            templates[key] = found
+        template, document, colons = found
+        value = text[start:end]
+        try:
+            hostname = value.decode("utf-8")
+        except UnicodeDecodeError:
+            return None
+        if len(hostname) > 1024 or not (hostname.isprintable() or _clean(hostname)):  # Text
+            return None
+        probe_colons += colons + value.count(b":")
+        append(
+            replace(
+                template,
+                name=entry.name,
+                groups=groups,
+                hostname=hostname,
+                document=replace(document, hostname=hostname),
+            )
+        )
+    # The scan's own keys, its probes blanked, plus the probes' text: as many colons as the input.
+    if data.count(b":") != msgspec.json.encode(scan).count(b":") + probe_colons:
+        return None  # a repeated key, or unknown fields (the exact check decides)
+    return nodes
+
+
+def _template(
+    text: bytes, start: int, end: int, name: str, source: str
+) -> tuple[NodeRecord, ProbeDocument, int] | None:
+    """The record and document of the probe document ``text``, whose hostname's value is
+    ``text[start:end]``, and the colons in the rest of ``text``; ``None`` if it is not valid, or
+    not known to be (see :func:`scan_records`)."""
+    if text.count(_HOSTNAME_KEY) != 1:
+        return None
+    try:
+        doc = _PROBE_DECODER.decode(text)
+    except (msgspec.ValidationError, msgspec.DecodeError, RecursionError):
+        return None
+    if doc.hostname.encode() != text[start:end]:
+        return None
+    colons = text.count(b":")
+    if colons != msgspec.json.encode(doc).count(b":"):
+        return None
+    try:
+        record = _probe_record(doc, source, name, ())
+    except DocumentError:
+        return None
+    return record, doc, colons - text.count(b":", start, end)
+
+
 def schema_tag(doc: Any) -> Any:
     """The ``schema`` tag of parsed JSON, if it is an object that has one."""
     return doc.get("schema") if isinstance(doc, dict) else None
@@ -609,6 +757,8 @@ def not_a_document(tag: Any, source: str) -> DocumentError:
 
 def check_unique(nodes: Sequence[NodeRecord]) -> None:
     """Two documents that name the same node would silently hide one of them: refuse."""
+    if len(set(map(attrgetter("name"), nodes))) == len(nodes):  # the usual case, at C speed
+        return
     seen: dict[str, NodeRecord] = {}
     for node in nodes:
         first = seen.setdefault(node.name, node)

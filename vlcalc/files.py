@@ -28,6 +28,7 @@ from vlcalc.documents import (
     decode,
     not_a_document,
     parse_document,
+    scan_records,
     schema_tag,
 )
 from vlcalc.errors import DocumentError
@@ -92,6 +93,10 @@ def _too_big(size: int, limit: int) -> str:
 def parse_bytes(data: bytes, *, source: str, name_hint: str | None = None) -> list[NodeRecord]:
     """The nodes of one file's bytes: a probe or scan document, validated straight into the typed
     model, or, when it is neither, a file Ansible wrote about host ``name_hint``."""
+    if SCAN_SCHEMA.encode() in data[:4096]:
+        nodes = scan_records(data, source=source)
+        if nodes is not None:
+            return nodes
     document = _typed(data, source)
     if document is not None:
         return parse_document(document, source=source)

@@ -78,8 +78,19 @@ class Report:
         blamed: dict[str, tuple[str, ...]] = {}
         shared: dict[tuple[str, ...], tuple[str, ...]] = {}
         for limit in self.answer.limits:
-            for name in limit.nodes:
-                kinds = (*blamed.get(name, ()), limit.kind)
+            names = set(limit.nodes)
+            if len(names) < len(limit.nodes):  # a name twice: blamed twice, name by name
+                for name in limit.nodes:
+                    kinds = (*blamed.get(name, ()), limit.kind)
+                    blamed[name] = shared.setdefault(kinds, kinds)
+                continue
+            # Dict and set operations at C speed; only the names some earlier limit blamed
+            # too (few: a node is mostly blamed by one limit) are merged one by one.
+            earlier = {name: blamed[name] for name in names & blamed.keys()}
+            alone = (limit.kind,)
+            blamed.update(dict.fromkeys(limit.nodes, shared.setdefault(alone, alone)))
+            for name, kinds in earlier.items():
+                kinds = (*kinds, limit.kind)
                 blamed[name] = shared.setdefault(kinds, kinds)
         return blamed
 
@@ -151,7 +162,7 @@ def build_report(
     """
     require_nodes(nodes)
     nodes = clean_nodes(nodes)
-    pairs = [(node.name, node.vls) for node in nodes]
+    pairs = list(zip(map(attrgetter("name"), nodes), map(attrgetter("vls"), nodes)))
     plan = drain_for(pairs, target_vl) if target_vl is not None else None
     dropped = tuple(printable(name) for name in excluded)
     return Report(nodes, cluster(pairs), require_vl, plan, dropped)
@@ -687,7 +698,7 @@ def report_json(view: ReportView) -> dict[str, Any]:
                 "error": None
                 if node.error_kind is None
                 else {"kind": node.error_kind, "message": node.error_message},
-                "groups": list(node.groups),
+                "groups": node.groups,  # encoded as the list it is in JSON
                 "kernel": node.kernel,
                 "cpu_model": node.cpu_model,
                 "limits": blamed.get(node.name, no_limits),
