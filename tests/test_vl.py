@@ -115,6 +115,8 @@ def test_parse_spec_syntaxes(text: str, vls: list[int]) -> None:
         ("<cpu mode='custom'><model>a64fx</model></cpu>", "host-passthrough or maximum"),
         ("<cpu><feature policy='sometimes' name='sve128'/></cpu>", "unknown policy"),
         ('<!DOCTYPE x [<!ENTITY a "b">]><cpu/>', "DOCTYPE or ENTITY"),
+        ("¹", "'¹' is not a VL in bits"),  # a digit to str.isdigit(), not to int() (fuzz)
+        ("9" * 5001, "is not a VL in bits"),
     ],
 )
 def test_parse_spec_errors_name_the_bad_part(text: str, message: str) -> None:

@@ -161,7 +161,7 @@ def parse_vls(text: str, *, source: str = "--vls") -> VLSet:
 def _parse_bits(parts: list[str], source: str) -> VLSet:
     vls = []
     for part in parts:
-        if not part.isdigit():
+        if not (part.isascii() and part.isdigit() and len(part) <= 6):  # not "¹": int() fails
             raise SpecError(
                 f"{part!r} is not a VL in bits (write 128,256 or 0xb or host,sve128=on)",
                 source=source,
