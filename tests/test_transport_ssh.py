@@ -39,21 +39,16 @@ from vlcalc.errors import (
 )
 from vlcalc.transport.base import RunResult, Target, Timeouts
 from vlcalc.transport.ssh import SSHTransport
-from vlcalc.transport.ssh._paramiko import (
-    config_entries,
-    config_from_entries,
-    has_match_exec,
-    wait_exit_status,
-)
+from vlcalc.transport.ssh._paramiko import wait_exit_status
 from vlcalc.transport.ssh.config import (
     MAX_JUMPS,
     Endpoint,
-    IndexedSSHConfig,
     check_jump_route,
     parse_jump,
     resolve,
 )
 from vlcalc.transport.ssh.known_hosts import KnownHostsFile
+from vlcalc.transport.ssh.ssh_config import Config, Local, parse_text
 
 from sshfleet import NodeSpec, SSHFleet, fingerprint_of, ssh_add, start_ssh_agent
 
@@ -272,11 +267,22 @@ def test_revoked_host_key_is_refused(fleet: SSHFleet, tmp_path: Path) -> None:
 
 
 @ssh
-def test_wrong_user_key_is_auth_failed_without_key_material(
+def test_key_file_comes_before_the_ssh_config_identities_as_ssh_i_does(
     fleet: SSHFleet, transport: SSHTransport
 ) -> None:
-    # key_file wins over the IdentityFile of ssh_config (which holds the right key).
-    error = node_error(transport, "node01", "auth-failed", key_file=str(fleet.other_key_path))
+    # ``ssh -i other`` offers other first, then ssh_config's IdentityFile (the right key).
+    result = run(transport, "node01", key_file=str(fleet.other_key_path))
+    assert result.stdout == document("node01")
+
+
+@ssh
+def test_wrong_user_key_is_auth_failed_without_key_material(
+    fleet: SSHFleet, tmp_path: Path
+) -> None:
+    config = tmp_path / "ssh_config"
+    config.write_text(re.sub(r"\n\s*IdentityFile .*", "", fleet.ssh_config_path.read_text()))
+    with SSHTransport(config, fleet.known_hosts_path, use_agent=False) as t:
+        error = node_error(t, "node01", "auth-failed", key_file=str(fleet.other_key_path))
     assert isinstance(error, AuthError)
     other = fingerprint_of(Path(f"{fleet.other_key_path}.pub").read_text())
     assert error.tried == (f"{fleet.other_key_path} (ssh-ed25519 {other})",)
@@ -556,7 +562,7 @@ def test_controller_cpu_per_node(fleet: SSHFleet, transport: SSHTransport) -> No
 # ------------------------------------------------------------------ pure parts (no sshd)
 
 
-def test_indexed_ssh_config_answers_like_paramiko() -> None:
+def test_the_host_index_answers_like_a_walk_over_every_block() -> None:
     text = (
         "Host *.example\n  User wild\n"
         "Host n0005 other\n  Port 1\n"
@@ -567,10 +573,18 @@ def test_indexed_ssh_config_answers_like_paramiko() -> None:
         "Host *\n  User fallback\n  IdentityFile ~/.ssh/k\n"
         "Match host n0007\n  Port 9\n"
     )
-    plain = paramiko.SSHConfig.from_text(text)
-    indexed = IndexedSSHConfig(plain)
+    local = Local.current()
+    indexed = Config([parse_text(text, "<test>", local)], local)
+    unindexed_file = parse_text(text, "<test>", local)
+    unindexed_file.literal, unindexed_file.always = {}, list(range(len(unindexed_file.blocks)))
+    unindexed = Config([unindexed_file], local)
     for host in ("n0003", "n0005", "n0007", "n0299", "other", "a.example", "unknown"):
-        assert indexed.lookup(host) == plain.lookup(host), host
+        one = resolve(indexed, host, None, None, None)
+        assert one == resolve(unindexed, host, None, None, None), host
+    assert resolve(indexed, "n0007", None, None, None).port == 2007
+    assert resolve(indexed, "n0005", None, None, None).port == 1
+    assert resolve(indexed, "n0003", None, None, None).user == "fallback"
+    assert resolve(indexed, "n0004", None, None, None).user == "negated"
 
 
 def test_jump_specs() -> None:
@@ -735,7 +749,9 @@ def test_waiting_for_another_threads_jump_connection_ends_at_the_node_deadline(
 
 
 @ssh
-def test_error_fields_say_what_failed_where(fleet: SSHFleet, transport: SSHTransport) -> None:
+def test_error_fields_say_what_failed_where(
+    fleet: SSHFleet, transport: SSHTransport, tmp_path: Path
+) -> None:
     unknown = node_error(transport, "unknown", "host-key-unknown")
     assert isinstance(unknown, HostKeyUnknownError)
     assert (unknown.host, unknown.port) == ("127.0.0.1", fleet.node("unknown").port)
@@ -758,7 +774,10 @@ def test_error_fields_say_what_failed_where(fleet: SSHFleet, transport: SSHTrans
     assert isinstance(refused, ConnectError) and refused.retryable
     assert refused.errno == errno.ECONNREFUSED and refused.port == fleet.node("closed").port
 
-    login = node_error(transport, "node01", "auth-failed", key_file=str(fleet.other_key_path))
+    config = tmp_path / "ssh_config"
+    config.write_text(re.sub(r"\n\s*IdentityFile .*", "", fleet.ssh_config_path.read_text()))
+    with SSHTransport(config, fleet.known_hosts_path, use_agent=False) as keyless:
+        login = node_error(keyless, "node01", "auth-failed", key_file=str(fleet.other_key_path))
     assert isinstance(login, AuthError)
     assert login.user == fleet.user
     assert len(login.tried) == 1 and login.tried[0].startswith(str(fleet.other_key_path))
@@ -791,19 +810,6 @@ def test_retried_errors_count_their_attempts(fleet: SSHFleet) -> None:
 # ------------------------------------------------------------------ the paramiko adapter
 
 
-def test_paramiko_adapter_still_sees_the_parsed_blocks() -> None:
-    """Fails loudly when a new paramiko stops keeping ``SSHConfig._config`` as a list of dicts
-    (the host index would silently fall back to slow lookups): see ``ssh/_paramiko.py``."""
-    config = paramiko.SSHConfig.from_text("Host a b\n  Port 2\nHost *\n  User x\n")
-    entries = config_entries(config)
-    assert entries is not None, f"paramiko {paramiko.__version__} changed SSHConfig internals"
-    assert [entry.get("host") for entry in entries][-2:] == [["a", "b"], ["*"]]
-    assert has_match_exec(paramiko.SSHConfig.from_text("Match exec true\n  User x\n"))
-    assert not has_match_exec(paramiko.SSHConfig.from_text("Host a\n  Port 2\n"))
-    assert config_from_entries(entries).lookup("a") == config.lookup("a")
-    assert IndexedSSHConfig(config).indexed
-
-
 def test_paramiko_adapter_can_wait_for_an_exit_status_with_a_deadline() -> None:
     """``wait_exit_status`` relies on ``Channel.status_event``; without it, it polls."""
     channel = paramiko.Channel(0)
@@ -815,22 +821,19 @@ def test_paramiko_adapter_can_wait_for_an_exit_status_with_a_deadline() -> None:
     assert wait_exit_status(channel, 0.05)
 
 
-def test_paramiko_adapter_keeps_invoke_out_of_start_up_and_brings_it_back() -> None:
-    """``import vlcalc.transport.ssh`` must not import invoke (~55 ms of start-up), and a
-    ``Match exec`` config must still work: both rely on ``paramiko.config``'s module globals
-    ``invoke``/``invoke_import_error``.  Run in a fresh interpreter."""
+def test_paramiko_adapter_keeps_invoke_out_of_start_up() -> None:
+    """``import vlcalc.transport.ssh`` must not import invoke (~55 ms of start-up); a ``Match
+    exec`` config works without it (vlcalc runs the command itself).  A fresh interpreter."""
     code = (
         "import sys\n"
         "import vlcalc.transport.ssh\n"
-        "import paramiko.config as pc\n"
         "assert 'invoke' not in sys.modules, 'invoke imported at start-up'\n"
-        "assert hasattr(pc, 'invoke') and hasattr(pc, 'invoke_import_error'), dir(pc)\n"
-        "from vlcalc.transport.ssh.config import read_ssh_config\n"
+        "from vlcalc.transport.ssh.config import read_ssh_config, resolve\n"
         "import tempfile, os\n"
         "path = os.path.join(tempfile.mkdtemp(), 'config')\n"
         "open(path, 'w').write('Match exec true\\n  Port 2200\\n')\n"
-        "assert read_ssh_config([path]).lookup('x')['port'] == '2200'\n"
-        "assert 'invoke' in sys.modules\n"
+        "assert resolve(read_ssh_config(path, None), 'x', None, None, None).port == 2200\n"
+        "assert 'invoke' not in sys.modules\n"
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
     assert done.returncode == 0, done.stderr
@@ -860,7 +863,8 @@ def test_a_locked_known_hosts_file_holds_accept_new_only_until_the_node_deadline
 
 
 def route_resolver(text: str) -> Callable[[str, int | None, str | None], Endpoint]:
-    config = IndexedSSHConfig(paramiko.SSHConfig.from_text(text))
+    local = Local.current()
+    config = Config([parse_text(text, "<test>", local)], local)
 
     def resolver(host: str, port: int | None, user: str | None) -> Endpoint:
         return resolve(config, host, port, user, None, known_hosts_path="/dev/null")
