@@ -954,8 +954,8 @@ __all__ = [
     "expand",
     "load",
     "match_pattern",
-    "parse_text",
     "match_pattern_list",
+    "parse_text",
     "resolve_options",
     "split_line",
 ]
