@@ -187,7 +187,7 @@ def _agent_socket(resolved: ssh_config.Resolved, local: Local) -> str | None:
         return local.env("SSH_AUTH_SOCK") or None
     if agent.lower() == "none":
         return None
-    if agent.startswith("$"):
+    if agent.startswith("$") and not agent.startswith("${"):
         return local.env(agent[1:]) or None
     return agent
 

@@ -284,6 +284,11 @@ def _validate(line: Line, ignore_unknown: Sequence[str]) -> None:
             f"{where}: keyword {keyword} extra arguments at end of line", path=line.source
         )
     value = args[0]
+    if keyword == "proxyjump":
+        text = line.raw.split("#", 1)[0].rstrip()
+        if text.lower() != "none" and not all(valid_jump(part) for part in text.split(",")):
+            raise ConfigError(f'{where}: Invalid ProxyJump "{text}"', path=line.source)
+        return
     if keyword == "port" and not (value.isdigit() and 0 < int(value) <= 65535):
         raise ConfigError(f"{where}: Bad port '{value}'.", path=line.source)
     if keyword == "connecttimeout" and value.lower() != "none" and convtime(value) is None:
@@ -298,6 +303,31 @@ def _validate(line: Line, ignore_unknown: Sequence[str]) -> None:
         and not _ENV_NAME.match(value[1:])
     ):
         raise ConfigError(f"{where}: Invalid environment name {value}.", path=line.source)
+
+
+def valid_jump(part: str) -> bool:
+    """Whether ssh accepts ``part`` of a ProxyJump list: ``[user@]host[:port]``, ``host`` may
+    be in brackets, or ``ssh://[user@]host[:port]``; the port decimal, 1-65535.
+
+    >>> [valid_jump(p) for p in ("ops@jump:2222", "[::1]:22", '"ops@jump:22"', "h:0")]
+    [True, True, False, False]
+    """
+    text = part[len("ssh://") :] if part.startswith("ssh://") else part
+    if part.startswith("ssh://") and "/" in text:
+        return False
+    if "@" in text:
+        text = text.rsplit("@", 1)[1]
+    if text.startswith("["):
+        host, bracket, rest = text[1:].partition("]")
+        if not bracket or (rest and not rest.startswith(":")):
+            return False
+        port = rest[1:] if rest else None
+    else:
+        host, colon, port_text = text.partition(":")
+        port = port_text if colon else None
+    if not host:
+        return False
+    return port is None or (port.isdigit() and 0 < int(port) <= 65535)
 
 
 # ---------------------------------------------------------------------------- patterns
@@ -546,8 +576,11 @@ class Options:
                 self.identity_files.append(value)
             return
         if keyword == "certificatefile":
-            if len(self.certificate_files) < MAX_IDENTITY_FILES:
-                self.certificate_files.append(line.args[0])
+            value = line.args[0]
+            if value not in self.certificate_files and (
+                len(self.certificate_files) < MAX_IDENTITY_FILES
+            ):
+                self.certificate_files.append(value)
             return
         if keyword == "proxycommand":
             # As measured against ssh 9.2: a ProxyCommand (even "none") set first blocks every
@@ -897,7 +930,9 @@ def resolve_options(options: Options, local: Local) -> Resolved:
         global_known = ()
     agent = options.first("identityagent")
     if agent is not None and agent.lower() != "none" and agent != "SSH_AUTH_SOCK":
-        agent = agent if agent.startswith("$") else path(agent, "IdentityAgent")
+        # "$NAME" names a variable that holds the socket path (read when connecting).
+        is_variable = agent.startswith("$") and not agent.startswith("${")
+        agent = agent if is_variable else path(agent, "IdentityAgent")
     proxy_command = options.proxy_command
     if proxy_command is not None and proxy_command.lower() == "none":
         proxy_command = None
@@ -958,4 +993,5 @@ __all__ = [
     "parse_text",
     "resolve_options",
     "split_line",
+    "valid_jump",
 ]
