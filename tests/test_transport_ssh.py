@@ -36,6 +36,7 @@ from vlcalc.errors import (
     NodeError,
     NodeTimeoutError,
     OutputTooLargeError,
+    UnsupportedConfigError,
 )
 from vlcalc.transport.base import RunResult, Target, Timeouts
 from vlcalc.transport.ssh import SSHTransport
@@ -50,7 +51,15 @@ from vlcalc.transport.ssh.config import (
 from vlcalc.transport.ssh.known_hosts import KnownHostsFile
 from vlcalc.transport.ssh.ssh_config import Config, Local, parse_text
 
-from sshfleet import NodeSpec, SSHFleet, fingerprint_of, ssh_add, start_ssh_agent
+from sshfleet import (
+    NodeSpec,
+    SSHFleet,
+    fingerprint_of,
+    generate_ed25519,
+    sign_user_key,
+    ssh_add,
+    start_ssh_agent,
+)
 
 F = TypeVar("F", bound=Callable[..., Any])
 T = TypeVar("T")
@@ -925,3 +934,224 @@ def test_node_error_hierarchy() -> None:
         "ConnectionClosedError",
         "NameLookupRetryError",
     }
+
+
+# ------------------------------------------------------------------ OpenSSH semantics, real sshd
+
+RELAY = """import os, socket, sys, threading
+sock = socket.create_connection((sys.argv[1], int(sys.argv[2])))
+def upstream():
+    while True:
+        data = os.read(0, 65536)
+        if not data:
+            sock.shutdown(socket.SHUT_WR)
+            return
+        sock.sendall(data)
+threading.Thread(target=upstream, daemon=True).start()
+while True:
+    data = sock.recv(65536)
+    if not data:
+        break
+    os.write(1, data)
+"""
+
+
+def node_block(fleet: SSHFleet, node: str, alias: str, *extra: str, key: bool = True) -> str:
+    """A ``Host alias`` block reaching fleet node ``node``, plus ``extra`` lines."""
+    lines = [
+        f"Host {alias}",
+        "  HostName 127.0.0.1",
+        f"  Port {fleet.node(node).port}",
+        f"  User {fleet.user}",
+    ]
+    if key:
+        lines.append(f"  IdentityFile {fleet.user_key_path}")
+    return "\n".join([*lines, *(f"  {line}" for line in extra)]) + "\n"
+
+
+@ssh
+def test_proxycommand_carries_the_connection_with_tokens_expanded(
+    fleet: SSHFleet, tmp_path: Path
+) -> None:
+    relay = tmp_path / "relay.py"
+    relay.write_text(RELAY)
+    record = tmp_path / "argv"
+    command = f'sh -c \'echo "$*" > {record}; exec {sys.executable} {relay} "$0" "$1"\' %h %p'
+    config = tmp_path / "config"
+    config.write_text(node_block(fleet, "node01", "pc", f"ProxyCommand {command}"))
+    with SSHTransport(config, fleet.known_hosts_path, use_agent=False) as t:
+        result = run(t, "pc")
+    assert result.stdout == document("node01")
+    assert record.read_text().split() == [str(fleet.node("node01").port)]  # "$*" after $0
+
+
+@ssh
+def test_a_failing_proxycommand_is_unreachable_with_its_stderr(
+    fleet: SSHFleet, tmp_path: Path
+) -> None:
+    config = tmp_path / "config"
+    config.write_text(
+        node_block(fleet, "node01", "pc", "ProxyCommand sh -c 'echo no route to %h >&2; exit 7'")
+    )
+    with SSHTransport(config, fleet.known_hosts_path, use_agent=False) as t:
+        error = finishes_within(5, raised(lambda: run(t, "pc")))
+    assert error.kind == "unreachable"
+    assert "exited with status 7" in error.message
+    assert "no route to 127.0.0.1" in error.message
+
+
+@ssh
+def test_a_proxycommand_that_never_answers_ends_at_the_node_deadline(
+    fleet: SSHFleet, tmp_path: Path
+) -> None:
+    config = tmp_path / "config"
+    config.write_text(node_block(fleet, "node01", "pc", "ProxyCommand sleep 30"))
+    timeouts = replace(FAST, banner_s=5, node_s=1.0)
+    with SSHTransport(config, fleet.known_hosts_path, use_agent=False) as t:
+        started = time.monotonic()
+        error = finishes_within(5, raised(lambda: run(t, "pc", timeouts=timeouts)))
+    assert isinstance(error, NodeTimeoutError) and error.node_deadline
+    assert time.monotonic() - started < 3
+
+
+@ssh
+def test_include_inside_a_host_block_reaches_the_node(fleet: SSHFleet, tmp_path: Path) -> None:
+    parts = tmp_path / "conf.d"
+    parts.mkdir()
+    (parts / "10-node.conf").write_text(node_block(fleet, "node02", "included"))
+    (parts / "20-later.conf").write_text("Host included\n  Port 1\n")  # first value wins
+    config = tmp_path / "config"
+    config.write_text(f"Host incl*\n  Include {parts}/*.conf\n")
+    with SSHTransport(config, fleet.known_hosts_path, use_agent=False) as t:
+        assert run(t, "included").stdout == document("node02")
+
+
+@ssh
+def test_certificate_file_logs_in_with_a_user_certificate(fleet: SSHFleet, tmp_path: Path) -> None:
+    key = tmp_path / "id_cert_only"
+    generate_ed25519(key, "not in authorized_keys")
+    certificate = sign_user_key(fleet.user_ca_path, key, str(fleet.user))
+    moved = tmp_path / "elsewhere-cert.pub"
+    certificate.rename(moved)
+    config = tmp_path / "config"
+    config.write_text(
+        node_block(fleet, "node03", "cert", f"IdentityFile {key}", f"CertificateFile {moved}",
+                   key=False)
+        + node_block(fleet, "node03", "nocert", f"IdentityFile {key}", key=False)
+    )  # fmt: skip
+    with SSHTransport(config, fleet.known_hosts_path, use_agent=False) as t:
+        assert run(t, "cert").stdout == document("node03")
+        refused = node_error(t, "nocert", "auth-failed")
+    assert isinstance(refused, AuthError) and refused.tried == (
+        f"{key} (ssh-ed25519 {fingerprint_of(Path(f'{key}.pub').read_text())})",
+    )
+    # OpenSSH also finds KEY-cert.pub beside the key without a CertificateFile line.
+    moved.rename(certificate)
+    with SSHTransport(config, fleet.known_hosts_path, use_agent=False) as t:
+        assert run(t, "nocert").stdout == document("node03")
+
+
+@ssh
+def test_identity_agent_names_the_agent_socket(
+    fleet: SSHFleet, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    agent, sock = start_ssh_agent(tmp_path)
+    try:
+        ssh_add(sock, fleet.user_key_path)
+        monkeypatch.delenv("SSH_AUTH_SOCK", raising=False)
+        config = tmp_path / "config"
+        config.write_text(
+            node_block(fleet, "node04", "agent", f"IdentityAgent {sock}", key=False)
+            + node_block(fleet, "node04", "noagent", "IdentityAgent none", key=False)
+        )
+        with SSHTransport(config, fleet.known_hosts_path) as t:
+            assert run(t, "agent").stdout == document("node04")
+            monkeypatch.setenv("SSH_AUTH_SOCK", sock)
+            error = node_error(t, "noagent", "auth-failed")
+        assert isinstance(error, AuthError) and error.tried == ()
+    finally:
+        agent.terminate()
+        agent.wait()
+
+
+@ssh
+def test_every_known_hosts_file_is_read_and_names_are_lower_cased(
+    fleet: SSHFleet, tmp_path: Path
+) -> None:
+    port = fleet.node("node05").port
+    public = fleet.known_hosts_line("node05").split(maxsplit=1)[1]
+    empty = tmp_path / "empty_known_hosts"
+    empty.write_text("")
+    second = tmp_path / "second_known_hosts"
+    second.write_text(f"[LocalHost]:{port} {public}\n")
+    global_file = tmp_path / "global_known_hosts"
+    global_file.write_text(f"node05-alias {public}\n")
+    config = tmp_path / "config"
+    config.write_text(
+        node_block(fleet, "node05", "second", f"UserKnownHostsFile {empty} {second}").replace(
+            "HostName 127.0.0.1", "HostName LOCALHOST"
+        )
+        + node_block(
+            fleet,
+            "node05",
+            "global",
+            f"UserKnownHostsFile {empty}",
+            f"GlobalKnownHostsFile {global_file}",
+            "HostKeyAlias Node05-Alias",
+        )
+    )
+    with SSHTransport(config, use_agent=False) as t:
+        assert run(t, "second").stdout == document("node05")
+        assert run(t, "global").stdout == document("node05")
+
+
+@ssh
+def test_strict_host_key_checking_no_in_ssh_config_does_not_turn_checking_off(
+    fleet: SSHFleet, tmp_path: Path
+) -> None:
+    config = tmp_path / "config"
+    config.write_text(node_block(fleet, "unknown", "lax", "StrictHostKeyChecking no"))
+    with SSHTransport(config, fleet.known_hosts_path, use_agent=False) as t:
+        error = node_error(t, "lax", "host-key-unknown")
+    assert "StrictHostKeyChecking no is not honoured" in error.message
+    assert fleet.known_hosts_line("unknown") not in fleet.known_hosts_path.read_text()
+
+
+@ssh
+def test_an_unsupported_option_refuses_only_its_host(fleet: SSHFleet, tmp_path: Path) -> None:
+    config = tmp_path / "config"
+    config.write_text(
+        node_block(fleet, "node06", "smartcard", "PKCS11Provider /usr/lib/opensc-pkcs11.so")
+        + node_block(fleet, "node06", "plain")
+    )
+    with SSHTransport(config, fleet.known_hosts_path, use_agent=False) as t:
+        error = node_error(t, "smartcard", "unreachable")
+        assert run(t, "plain").stdout == document("node06")
+    assert isinstance(error, UnsupportedConfigError)
+    assert (error.option, error.value, error.path) == (
+        "pkcs11provider",
+        "/usr/lib/opensc-pkcs11.so",
+        str(config),
+    )
+    assert error.node == "smartcard" and "--transport openssh" in str(error)
+
+
+@ssh
+def test_inventory_ssh_options_override_ssh_config(fleet: SSHFleet, tmp_path: Path) -> None:
+    config = tmp_path / "config"
+    config.write_text(node_block(fleet, "node07", "wrongport", "Port 1"))
+    with SSHTransport(config, fleet.known_hosts_path, use_agent=False) as t:
+        result = run(t, "wrongport", ssh_options=(("port", str(fleet.node("node07").port)),))
+    assert result.stdout == document("node07")
+
+
+@ssh
+def test_connect_timeout_of_ssh_config_limits_the_connect(fleet: SSHFleet, tmp_path: Path) -> None:
+    config = tmp_path / "config"
+    config.write_text(node_block(fleet, "silent", "slow", "ConnectTimeout 1"))
+    timeouts = replace(FAST, connect_s=5, banner_s=5, node_s=10)
+    with SSHTransport(config, fleet.known_hosts_path, use_agent=False) as t:
+        started = time.monotonic()
+        error = node_error(t, "slow", "timeout", timeouts=timeouts)
+    assert isinstance(error, NodeTimeoutError) and error.limit_s == 1
+    assert time.monotonic() - started < 3

@@ -5,7 +5,7 @@ Example::
 
     keys = KeyFiles()
     agents = AgentPool(enabled=True)
-    with agents.borrow(attempt) as agent_keys:
+    with agents.borrow(attempt, endpoint.identity_agent) as agent_keys:
         authenticate(transport, endpoint, attempt, keys, agent_keys, use_agent=True)
 """
 
@@ -120,9 +120,9 @@ class AgentPool:
     def borrow(
         self, attempt: Attempt, path: str | None = None
     ) -> Iterator[tuple[paramiko.PKey, ...]]:
-        """The keys of the agent at ``path`` (default ``$SSH_AUTH_SOCK``; ``None`` and no
-        variable: no agent), on a connection this login has to itself until the block ends."""
-        path = path if path is not None else os.environ.get("SSH_AUTH_SOCK")
+        """The keys of the agent at ``path`` (``None``: no agent; the endpoint's
+        ``identity_agent`` is ``$SSH_AUTH_SOCK`` unless ssh_config says otherwise), on a
+        connection this login has to itself until the block ends."""
         if not self.enabled or not path:
             yield ()
             return

@@ -209,6 +209,12 @@ class ShellProxyCommand:
     def closed(self) -> bool:
         return self.process.returncode is not None
 
+    @property
+    def _closed(self) -> bool:
+        # paramiko's Transport.stop_thread reads ``sock._closed`` (sockets and its own
+        # ProxyCommand have it).
+        return self.closed
+
     def close(self) -> None:
         if self.process.poll() is None:
             with contextlib.suppress(OSError):
@@ -219,7 +225,9 @@ class ShellProxyCommand:
                 with contextlib.suppress(OSError):
                     self.process.kill()
                 self.process.wait()
-        for stream in (self.process.stdin, self.process.stdout):
+        # The process has ended: its stderr reaches EOF unless a child of it still holds it.
+        self._drain.join(0.5)
+        for stream in (self.process.stdin, self.process.stdout, self.process.stderr):
             if stream is not None:
                 with contextlib.suppress(OSError):
                     stream.close()
