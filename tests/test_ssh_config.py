@@ -22,6 +22,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import strategies as st
 
 from vlcalc.errors import ConfigError, UnsupportedConfigError
 from vlcalc.transport.ssh.config import parse_jump, read_ssh_config, resolve
@@ -603,3 +605,28 @@ def test_inventory_ssh_options_come_first_like_ssh_o() -> None:
     with pytest.raises(UnsupportedConfigError) as caught:
         resolve(config, "n1", None, None, None, ssh_options=(("controlmaster", "auto"),))
     assert caught.value.path == "command line"
+
+
+WORDS = st.sampled_from(
+    ["Host", "Match", "HostName", "Port", "User", "IdentityFile", "ProxyJump", "ProxyCommand",
+     "UserKnownHostsFile", "IdentityAgent", "CertificateFile", "ConnectTimeout", "all", "user",
+     "exec", "host", "!", "=", '"', "'", "\\", "#", "%", "%h", "%j", "${HOME}", "${", "~",
+     "*", "?", ",", "none", "22", "0", "²", "n1", " ", "\t", "\n", "é"]
+)  # fmt: skip
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(text=st.lists(WORDS | st.text(max_size=4), max_size=40).map("".join))
+def test_any_text_resolves_or_is_a_config_error(text: str) -> None:
+    """ssh_config is user input: whatever it holds, the answer is an endpoint or a
+    ConfigError (one line, a NodeError of kind unreachable), never another exception."""
+    assume("include" not in text.lower())  # no reading of arbitrary files
+    local = Local(home="/nonexistent", user="me", uid=os.getuid(), hostname="ctl")
+    try:
+        parsed = parse_text(text, "fuzz", local)
+        from vlcalc.transport.ssh.ssh_config import Config
+
+        options = evaluate(Config([parsed], local), Query("n1"), match_exec=lambda _: False)
+        resolve_options(options, local)
+    except ConfigError as exc:
+        assert exc.kind == "unreachable" and "\n" not in exc.message.strip("\n")

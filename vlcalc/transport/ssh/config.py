@@ -262,11 +262,11 @@ def parse_jump(spec: str) -> tuple[str | None, str, int | None]:
     port = None
     if text.startswith("["):
         host, _, rest = text[1:].partition("]")
-        if rest.startswith(":") and rest[1:].isdigit():
+        if rest.startswith(":") and rest[1:].isascii() and rest[1:].isdigit():
             port = int(rest[1:])
     elif text.count(":") == 1:
         host, _, port_text = text.partition(":")
-        port = int(port_text) if port_text.isdigit() else None
+        port = int(port_text) if port_text.isascii() and port_text.isdigit() else None
     else:
         host = text
     return user, host, port

@@ -149,10 +149,14 @@ class Local:
 
     @classmethod
     def current(cls) -> Local:
-        entry = pwd.getpwuid(os.getuid())
+        try:
+            entry = pwd.getpwuid(os.getuid())
+            home, user = entry.pw_dir, entry.pw_name
+        except KeyError:  # a container without a passwd entry (ssh itself refuses to run)
+            home, user = os.path.expanduser("~"), str(os.getuid())
         return cls(
-            home=entry.pw_dir,
-            user=entry.pw_name,
+            home=home,
+            user=user,
             uid=os.getuid(),
             hostname=socket.gethostname(),
             environ=tuple(os.environ.items()),
@@ -289,7 +293,7 @@ def _validate(line: Line, ignore_unknown: Sequence[str]) -> None:
         if text.lower() != "none" and not all(valid_jump(part) for part in text.split(",")):
             raise ConfigError(f'{where}: Invalid ProxyJump "{text}"', path=line.source)
         return
-    if keyword == "port" and not (value.isdigit() and 0 < int(value) <= 65535):
+    if keyword == "port" and not _valid_port(value):
         raise ConfigError(f"{where}: Bad port '{value}'.", path=line.source)
     if keyword == "connecttimeout" and value.lower() != "none" and convtime(value) is None:
         raise ConfigError(f"{where}: invalid time value.", path=line.source)
@@ -303,6 +307,11 @@ def _validate(line: Line, ignore_unknown: Sequence[str]) -> None:
         and not _ENV_NAME.match(value[1:])
     ):
         raise ConfigError(f"{where}: Invalid environment name {value}.", path=line.source)
+
+
+def _valid_port(text: str) -> bool:
+    # ASCII digits only: str.isdigit() accepts "²", which int() then rejects.
+    return re.fullmatch(r"[0-9]{1,5}", text) is not None and 0 < int(text) <= 65535
 
 
 def valid_jump(part: str) -> bool:
@@ -327,7 +336,7 @@ def valid_jump(part: str) -> bool:
         port = port_text if colon else None
     if not host:
         return False
-    return port is None or (port.isdigit() and 0 < int(port) <= 65535)
+    return port is None or _valid_port(port)
 
 
 # ---------------------------------------------------------------------------- patterns
