@@ -84,6 +84,7 @@ class Case:
     port: int | None
     user: str | None
     broken: str | None = None
+    options: tuple[tuple[str, str], ...] = ()  # the inventory's ``-o`` options
     record: Path = field(init=False)
 
     def __post_init__(self) -> None:
@@ -106,6 +107,8 @@ class Case:
             args += ["-p", str(self.port)]
         if self.user is not None:
             args += ["-l", self.user]
+        for keyword, value in self.options:
+            args += ["-o", f"{keyword}={value}"]
         return args
 
 
@@ -258,6 +261,19 @@ def generate(rng: random.Random, number: int, directory: Path) -> Case:
         port=rng.choice([None, None, 2200, rng.randrange(1, 65536)]),
         user=rng.choice([None, None, *USERS]),
     )
+    if rng.random() < 0.3:
+        inventory_options = [
+            ("port", "2201"),
+            ("user", "inventory-user"),
+            ("proxyjump", "none"),
+            ("proxyjump", "ops@hop:2022"),
+            ("identityfile", "/inv/key_%h_%r"),
+            ("hostname", "inv-%h"),
+            ("userknownhostsfile", "/inv/kh_%p"),
+            ("identitiesonly", "yes"),
+            ("proxycommand", "none"),
+        ]
+        case.options = tuple(rng.sample(inventory_options, rng.randrange(1, 3)))
     if rng.random() < 0.1:
         mutation = rng.choice(
             [
@@ -357,9 +373,10 @@ def compare(case: Case, local: Local, tally: Tally) -> None:
     tally.configs += 1
     try:
         config = read_ssh_config(str(case.path), None, local)
-        options = evaluate(config, Query(case.host, case.user, case.port))
+        query = Query(case.host, case.user, case.port, options=case.options)
+        options = evaluate(config, query)
         resolved = resolve_options(options, local)
-        endpoint = resolve(config, case.host, case.port, case.user, None)
+        endpoint = resolve(config, case.host, case.port, case.user, None, ssh_options=case.options)
     except UnsupportedConfigError as exc:  # pragma: no cover - the generator avoids these
         tally.check(case, "refused as unsupported", str(exc), "resolved")
         return
@@ -434,8 +451,9 @@ def compare(case: Case, local: Local, tally: Tally) -> None:
     # tokens and tilde, and -o comes first, so it prints exactly these paths expanded.
     raw = [*resolved.identity_files, *resolved.certificate_files]
     if any("%" in path or "~" in path or "$" in path for path in raw):
+        # First on the command line, so it wins over the inventory's own -o option.
         option = "UserKnownHostsFile " + " ".join(raw)
-        code, expanded, stderr = ssh_g([*case.ssh_args(), "-o", option], case.host)
+        code, expanded, stderr = ssh_g(["-o", option, *case.ssh_args()], case.host)
         tally.check(
             case,
             "identityfile+certificatefile expanded",
@@ -460,13 +478,16 @@ def test_vlcalc_resolves_generated_ssh_configs_like_ssh_g(tmp_path: Path) -> Non
     rng = random.Random(SEED)
     local = Local.current()
     tally = Tally()
+    with_options = 0
     for number in range(CONFIGS):
         case = generate(rng, number, tmp_path / f"c{number:03d}")
         case.write()
+        with_options += bool(case.options)
         compare(case, local, tally)
     AGREEMENT.append(
         f"ssh_config conformance: vlcalc and ssh -G agree on {tally.agreed}/{tally.fields}"
-        f" fields in {tally.configs} configs ({tally.refused_both} refused by both,"
+        f" fields in {tally.configs} configs ({with_options} with inventory -o options,"
+        f" {tally.refused_both} refused by both,"
         f" {tally.proxies} ProxyCommands run by both, {tally.proxy_records} recording the same"
         " expanded arguments)"
     )

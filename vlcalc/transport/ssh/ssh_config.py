@@ -48,7 +48,7 @@ import subprocess
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from vlcalc.errors import ConfigError, UnsupportedConfigError
+from vlcalc.errors import ConfigError, JumpLoopError, UnsupportedConfigError
 
 #: OpenSSH's READCONF_MAX_DEPTH.
 MAX_INCLUDE_DEPTH = 16
@@ -762,6 +762,14 @@ def evaluate(
     local = config.local
     runner = match_exec or (lambda command: _run_match_exec(command, exec_timeout_s))
     state = _State(options, query, local, runner)
+    # ``ssh -l USER -p PORT -i KEY -o ...`` in this order, as Ansible builds the command line
+    # (its user, port and key options come before ssh_common_args): the first value wins.
+    if query.user is not None:
+        options.first_lines["user"] = Line("user", (query.user,), "", "-l", 0)
+    if query.port is not None:
+        options.first_lines["port"] = Line("port", (str(query.port),), "", "-p", 0)
+    if query.key_file is not None:
+        options.identity_files.append(query.key_file)
     for number, (keyword, value) in enumerate(query.options, start=1):
         line = split_line(f"{keyword} {value}", "command line", number)
         if line is None:
@@ -770,13 +778,6 @@ def evaluate(
         if line.keyword in ("host", "match", "include"):
             raise ConfigError(f"{line.where}: {line.keyword} is not allowed in -o options")
         options.apply(line)
-    # ssh -l/-p/-i act before the files are read: -l and -p are then the first values.
-    if query.user is not None:
-        options.first_lines.setdefault("user", Line("user", (query.user,), "", "-l", 0))
-    if query.port is not None:
-        options.first_lines.setdefault("port", Line("port", (str(query.port),), "", "-p", 0))
-    if query.key_file is not None:
-        options.identity_files.insert(0, query.key_file)
     for config_file in config.files:
         _walk(config_file, state)
     return options
@@ -906,6 +907,32 @@ DEFAULT_GLOBAL_KNOWN_HOSTS = ("/etc/ssh/ssh_known_hosts", "/etc/ssh/ssh_known_ho
 _BAD_HOST_CHARACTERS = set("'`\"$\\;&<>|(){},")
 
 
+def _refuse_trivial_jump_loop(jump: str, hostname: str, port: int, user: str) -> None:
+    """ssh's own check (as measured against 9.2): the last jump host is the host itself, with
+    the same port (22 when not given) and user (the host's when not given)."""
+    last = jump.split(",")[-1]
+    text = last[len("ssh://") :] if last.startswith("ssh://") else last
+    jump_user = None
+    if "@" in text:
+        jump_user, text = text.rsplit("@", 1)
+    if text.startswith("["):
+        jump_host, _, rest = text[1:].partition("]")
+        jump_port = rest[1:] if rest.startswith(":") else ""
+    else:
+        jump_host, _, jump_port = text.partition(":")
+    if (
+        jump_host == hostname
+        and int(jump_port or 22) == port
+        and (jump_user is None or jump_user == user)
+    ):
+        raise JumpLoopError(
+            f"jumphost loop via {jump_host} ({jump_host} -> {jump_host}): ssh_config sends the"
+            " jump host back through itself; give it `ProxyJump none` (a"
+            f" `Host {jump_host}` block with `ProxyJump none` before `Host *`)",
+            chain=(jump_host, jump_host),
+        )
+
+
 def resolve_options(options: Options, local: Local) -> Resolved:
     """Expand and default what :func:`evaluate` found, as ssh does after reading its config."""
     host_arg = options.host_arg
@@ -948,6 +975,8 @@ def resolve_options(options: Options, local: Local) -> Resolved:
     jump = options.proxy_jump
     if jump is not None and jump.lower() == "none":
         jump = None
+    if jump is not None:
+        _refuse_trivial_jump_loop(jump, hostname, port, user)
     proxy_values = {"h": hostname, "n": host_arg, "p": str(port), "r": user}
     timeout = options.first("connecttimeout")
     return Resolved(
