@@ -651,3 +651,27 @@ def test_any_text_resolves_or_is_a_config_error(text: str) -> None:
         resolve_options(options, local)
     except ConfigError as exc:
         assert exc.kind == "unreachable" and "\n" not in exc.message.strip("\n")
+
+
+def test_match_exec_runs_with_the_values_so_far(tmp_path: Path) -> None:
+    from vlcalc.transport.ssh.ssh_config import Config
+
+    local = local_for(tmp_path)
+    text = (
+        "Host n1\n  HostName Real.Example\n  User app\n"
+        'Match exec "check %h %n %p %r %u"\n  Port 2222\n'
+    )
+    config = Config([parse_text(text, "cfg", local)], local)
+    commands: list[str] = []
+    options = evaluate(config, Query("n1"), match_exec=lambda c: commands.append(c) or True)
+    assert commands == ["check real.example n1 22 app ops"]
+    assert resolve_options(options, local).port == 2222
+
+
+def test_a_match_exec_that_outlives_the_deadline_is_an_error(tmp_path: Path) -> None:
+    from vlcalc.transport.ssh.ssh_config import Config
+
+    local = local_for(tmp_path)
+    config = Config([parse_text("Match exec 'sleep 5'\n  Port 2\n", "cfg", local)], local)
+    with pytest.raises(ConfigError, match=r"did not finish within 0\.2 s"):
+        evaluate(config, Query("n1"), exec_timeout_s=0.2)

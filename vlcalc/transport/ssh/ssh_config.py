@@ -621,8 +621,13 @@ def _run_match_exec(command: str, timeout_s: float) -> bool:
             timeout=max(0.001, timeout_s),
             check=False,
         )
-    except (OSError, subprocess.TimeoutExpired):
-        return False
+    except OSError:
+        return False  # ssh: a command that cannot run does not match
+    except subprocess.TimeoutExpired:
+        # Not "no match": that would quietly apply another block of the config.
+        raise ConfigError(
+            f"Match exec {command!r} did not finish within {timeout_s:.3g} s (the node deadline)"
+        ) from None
     return done.returncode == 0
 
 
