@@ -170,6 +170,8 @@ def directive(rng: random.Random, case_dir: Path) -> tuple[str, str, bool]:
                 # The record is written before the proxy's stdout closes (ssh kills it then).
                 f'sh -c "echo %h:%p:%r:%n:%% > {record}"',
                 f"sh -c 'echo \"$1 $2\" > {record}' x %h %p",
+                # ssh leaves ${VAR} in a ProxyCommand to the shell (percent_expand only).
+                f'sh -c "echo ${{HOME}} %r > {record}"',
                 "none",
             ],
         ),

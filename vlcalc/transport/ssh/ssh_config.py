@@ -672,7 +672,9 @@ def _host_for_match(state: _State) -> str:
     hostname = state.options.first("hostname")
     if hostname is None:
         return state.query.host
-    return expand(hostname, "h", {"h": state.query.host}, state.local, where="HostName")
+    return expand(
+        hostname, "h", {"h": state.query.host}, state.local, where="HostName", dollar=False
+    )
 
 
 def _current_user(state: _State) -> str:
@@ -697,7 +699,12 @@ def _match(line: Line, state: _State) -> bool:
                 continue  # ssh does not run exec once the line cannot match any more
             assert argument is not None
             command = expand(
-                argument, "CdhikLlnpru", token_values(state), state.local, where="Match exec"
+                argument,
+                "CdhikLlnpru",
+                token_values(state),
+                state.local,
+                where="Match exec",
+                dollar=False,
             )
             matched = state.match_exec(command)
         else:
@@ -819,48 +826,47 @@ def _tokens(
     }
 
 
-def expand(text: str, allowed: str, values: dict[str, str], local: Local, *, where: str) -> str:
-    """OpenSSH's ``percent_dollar_expand``: ``${VAR}`` from the environment (unset: error), then
-    ``%x`` for each ``x`` in ``allowed`` (``%%`` is ``%``; any other ``%x``: error).
+def expand(
+    text: str,
+    allowed: str,
+    values: dict[str, str],
+    local: Local,
+    *,
+    where: str,
+    dollar: bool = True,
+) -> str:
+    """OpenSSH's ``percent_dollar_expand`` (``dollar=False``: ``percent_expand``, for HostName,
+    ProxyCommand and Match exec): in one pass, ``${VAR}`` from the environment (unset: error)
+    and ``%x`` for each ``x`` in ``allowed`` (``%%`` is ``%``; any other ``%x``: error).
 
     >>> expand("%d/.ssh/id_%h", "dh", {"d": "/home/ops", "h": "node01"}, Local.current(),
     ...        where="IdentityFile")
     '/home/ops/.ssh/id_node01'
     """
-    out: list[str] = []
-    i = 0
-    while i < len(text):
-        if text.startswith("${", i):
-            end = text.find("}", i + 2)
-            if end < 0:
-                raise ConfigError(f"{where}: unterminated ${{ in {text!r}")
-            name = text[i + 2 : end]
+    if "%" not in text and not (dollar and "${" in text):
+        return text  # most paths: nothing to expand
+    if dollar and re.search(r"\$\{[^}]*\Z", text):
+        raise ConfigError(f"{where}: invalid environment variable in {text!r}")
+
+    def replace(match: re.Match[str]) -> str:
+        if match.group(0).startswith("$"):
+            name = match.group(1)
             value = local.env(name)
             if not _ENV_NAME.match(name) or value is None:
                 raise ConfigError(f"{where}: env var ${{{name}}} has no value")
-            out.append(value)
-            i = end + 1
-            continue
-        out.append(text[i])
-        i += 1
-    text = "".join(out)
-    out = []
-    i = 0
-    while i < len(text):
-        ch = text[i]
-        if ch != "%":
-            out.append(ch)
-            i += 1
-            continue
-        key = text[i + 1] if i + 1 < len(text) else ""
+            return value
+        key = match.group(0)[1:]  # "%x" -> "x"; a lone "%" at the end -> ""
         if key == "%":
-            out.append("%")
-        elif key and key in allowed and key in values:
-            out.append(values[key])
-        else:
-            raise ConfigError(f"{where}: unknown key %{key} in {text!r}")
-        i += 2
-    return "".join(out)
+            return "%"
+        if key and key in allowed and key in values:
+            return values[key]
+        raise ConfigError(f"{where}: unknown key %{key} in {text!r}")
+
+    return (_DOLLAR_PERCENT if dollar else _PERCENT).sub(replace, text)
+
+
+_DOLLAR_PERCENT = re.compile(r"\$\{([^}]*)\}|%(.?)", re.DOTALL)
+_PERCENT = re.compile(r"%(.?)", re.DOTALL)
 
 
 # ---------------------------------------------------------------------------- the result
@@ -950,7 +956,9 @@ def resolve_options(options: Options, local: Local) -> Resolved:
     hostname_line = options.first_lines.get("hostname")
     hostname = host_arg
     if hostname_line is not None:
-        hostname = expand(hostname_line.args[0], "h", {"h": host_arg}, local, where="HostName")
+        hostname = expand(
+            hostname_line.args[0], "h", {"h": host_arg}, local, where="HostName", dollar=False
+        )
     hostname = hostname.lower()
     port = int(options.first("port") or 22)
     user = options.first("user") or local.user
@@ -1000,7 +1008,7 @@ def resolve_options(options: Options, local: Local) -> Resolved:
         proxy_command=proxy_command,
         proxy_command_expanded=None
         if proxy_command is None
-        else expand(proxy_command, "hnpr", proxy_values, local, where="ProxyCommand"),
+        else expand(proxy_command, "hnpr", proxy_values, local, where="ProxyCommand", dollar=False),
         user_known_hosts_files=tuple(path(p, "UserKnownHostsFile") for p in user_known),
         global_known_hosts_files=tuple(global_known),
         host_key_alias=alias.lower() if alias else None,
