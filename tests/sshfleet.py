@@ -346,6 +346,13 @@ class SSHFleet:
         return self.base_dir / "client" / "id_ed25519"
 
     @property
+    def user_ca_path(self) -> Path:
+        """A user certificate authority every sshd node trusts for ``user`` (an
+        ``authorized_keys`` ``cert-authority`` line with the node's forced command): sign a key
+        with :func:`sign_user_key` to log in with a certificate."""
+        return self.base_dir / "client" / "user_ca"
+
+    @property
     def other_key_path(self) -> Path:
         """A second user key that no node authorises (for auth-failed tests)."""
         return self.base_dir / "client" / "id_other"
@@ -388,6 +395,7 @@ class SSHFleet:
         (self.base_dir / "nodes").mkdir(exist_ok=True)
         user_key = generate_ed25519(self.user_key_path, "sshfleet-user")
         generate_ed25519(self.other_key_path, "sshfleet-other")
+        self._user_ca = generate_ed25519(self.user_ca_path, "sshfleet-user-ca")
         (self.base_dir / "probe.sha256").write_text(
             hashlib.sha256(self.expected_stdin).hexdigest() + "\n"
         )
@@ -440,6 +448,11 @@ class SSHFleet:
             options = f"command={_quote_option(command)},no-pty,no-agent-forwarding"
             options += ",no-port-forwarding,no-X11-forwarding"
         authorized = f"{options} {user_key.public_line}\n" if spec.authorized else ""
+        if spec.authorized and not bastion:
+            principals = _quote_option(str(self.user))
+            authorized += (
+                f"cert-authority,principals={principals},{options} {self._user_ca.public_line}\n"
+            )
         (d / "authorized_keys").write_text(authorized)
         lines = [
             f"Port {node.port}",
@@ -674,6 +687,29 @@ def start_ssh_agent(directory: Path) -> tuple[subprocess.Popen[bytes], str]:
     return proc, str(sock)
 
 
+def sign_user_key(ca_path: Path, key_path: Path, principal: str) -> Path:
+    """``ssh-keygen -s CA -n PRINCIPAL KEY.pub``: a user certificate for ``key_path``, valid
+    for an hour, written as ``KEY-cert.pub``; returns its path."""
+    subprocess.run(
+        [
+            shutil.which("ssh-keygen") or "/usr/bin/ssh-keygen",
+            "-q",
+            "-s",
+            str(ca_path),
+            "-I",
+            "sshfleet",
+            "-n",
+            principal,
+            "-V",
+            "-5m:+1h",
+            f"{key_path}.pub",
+        ],
+        check=True,
+        capture_output=True,
+    )
+    return Path(f"{key_path}-cert.pub")
+
+
 def ssh_add(agent_socket: str, key_path: Path) -> None:
     """``ssh-add KEY`` into the agent at ``agent_socket``."""
     env = dict(os.environ, SSH_AUTH_SOCK=agent_socket)
@@ -696,6 +732,7 @@ __all__ = [
     "fingerprint_of",
     "free_ports",
     "generate_ed25519",
+    "sign_user_key",
     "ssh_add",
     "sshd_version",
     "start_ssh_agent",

@@ -36,26 +36,30 @@ from vlcalc.errors import (
     NodeError,
     NodeTimeoutError,
     OutputTooLargeError,
+    UnsupportedConfigError,
 )
 from vlcalc.transport.base import RunResult, Target, Timeouts
 from vlcalc.transport.ssh import SSHTransport
-from vlcalc.transport.ssh._paramiko import (
-    config_entries,
-    config_from_entries,
-    has_match_exec,
-    wait_exit_status,
-)
+from vlcalc.transport.ssh._paramiko import wait_exit_status
 from vlcalc.transport.ssh.config import (
     MAX_JUMPS,
     Endpoint,
-    IndexedSSHConfig,
     check_jump_route,
     parse_jump,
     resolve,
 )
 from vlcalc.transport.ssh.known_hosts import KnownHostsFile
+from vlcalc.transport.ssh.ssh_config import Config, Local, parse_text
 
-from sshfleet import NodeSpec, SSHFleet, fingerprint_of, ssh_add, start_ssh_agent
+from sshfleet import (
+    NodeSpec,
+    SSHFleet,
+    fingerprint_of,
+    generate_ed25519,
+    sign_user_key,
+    ssh_add,
+    start_ssh_agent,
+)
 
 F = TypeVar("F", bound=Callable[..., Any])
 T = TypeVar("T")
@@ -272,11 +276,22 @@ def test_revoked_host_key_is_refused(fleet: SSHFleet, tmp_path: Path) -> None:
 
 
 @ssh
-def test_wrong_user_key_is_auth_failed_without_key_material(
+def test_key_file_comes_before_the_ssh_config_identities_as_ssh_i_does(
     fleet: SSHFleet, transport: SSHTransport
 ) -> None:
-    # key_file wins over the IdentityFile of ssh_config (which holds the right key).
-    error = node_error(transport, "node01", "auth-failed", key_file=str(fleet.other_key_path))
+    # ``ssh -i other`` offers other first, then ssh_config's IdentityFile (the right key).
+    result = run(transport, "node01", key_file=str(fleet.other_key_path))
+    assert result.stdout == document("node01")
+
+
+@ssh
+def test_wrong_user_key_is_auth_failed_without_key_material(
+    fleet: SSHFleet, tmp_path: Path
+) -> None:
+    config = tmp_path / "ssh_config"
+    config.write_text(re.sub(r"\n\s*IdentityFile .*", "", fleet.ssh_config_path.read_text()))
+    with SSHTransport(config, fleet.known_hosts_path, use_agent=False) as t:
+        error = node_error(t, "node01", "auth-failed", key_file=str(fleet.other_key_path))
     assert isinstance(error, AuthError)
     other = fingerprint_of(Path(f"{fleet.other_key_path}.pub").read_text())
     assert error.tried == (f"{fleet.other_key_path} (ssh-ed25519 {other})",)
@@ -556,7 +571,7 @@ def test_controller_cpu_per_node(fleet: SSHFleet, transport: SSHTransport) -> No
 # ------------------------------------------------------------------ pure parts (no sshd)
 
 
-def test_indexed_ssh_config_answers_like_paramiko() -> None:
+def test_the_host_index_answers_like_a_walk_over_every_block() -> None:
     text = (
         "Host *.example\n  User wild\n"
         "Host n0005 other\n  Port 1\n"
@@ -567,10 +582,18 @@ def test_indexed_ssh_config_answers_like_paramiko() -> None:
         "Host *\n  User fallback\n  IdentityFile ~/.ssh/k\n"
         "Match host n0007\n  Port 9\n"
     )
-    plain = paramiko.SSHConfig.from_text(text)
-    indexed = IndexedSSHConfig(plain)
+    local = Local.current()
+    indexed = Config([parse_text(text, "<test>", local)], local)
+    unindexed_file = parse_text(text, "<test>", local)
+    unindexed_file.literal, unindexed_file.always = {}, list(range(len(unindexed_file.blocks)))
+    unindexed = Config([unindexed_file], local)
     for host in ("n0003", "n0005", "n0007", "n0299", "other", "a.example", "unknown"):
-        assert indexed.lookup(host) == plain.lookup(host), host
+        one = resolve(indexed, host, None, None, None)
+        assert one == resolve(unindexed, host, None, None, None), host
+    assert resolve(indexed, "n0007", None, None, None).port == 2007
+    assert resolve(indexed, "n0005", None, None, None).port == 1
+    assert resolve(indexed, "n0003", None, None, None).user == "fallback"
+    assert resolve(indexed, "n0004", None, None, None).user == "negated"
 
 
 def test_jump_specs() -> None:
@@ -735,7 +758,9 @@ def test_waiting_for_another_threads_jump_connection_ends_at_the_node_deadline(
 
 
 @ssh
-def test_error_fields_say_what_failed_where(fleet: SSHFleet, transport: SSHTransport) -> None:
+def test_error_fields_say_what_failed_where(
+    fleet: SSHFleet, transport: SSHTransport, tmp_path: Path
+) -> None:
     unknown = node_error(transport, "unknown", "host-key-unknown")
     assert isinstance(unknown, HostKeyUnknownError)
     assert (unknown.host, unknown.port) == ("127.0.0.1", fleet.node("unknown").port)
@@ -758,7 +783,10 @@ def test_error_fields_say_what_failed_where(fleet: SSHFleet, transport: SSHTrans
     assert isinstance(refused, ConnectError) and refused.retryable
     assert refused.errno == errno.ECONNREFUSED and refused.port == fleet.node("closed").port
 
-    login = node_error(transport, "node01", "auth-failed", key_file=str(fleet.other_key_path))
+    config = tmp_path / "ssh_config"
+    config.write_text(re.sub(r"\n\s*IdentityFile .*", "", fleet.ssh_config_path.read_text()))
+    with SSHTransport(config, fleet.known_hosts_path, use_agent=False) as keyless:
+        login = node_error(keyless, "node01", "auth-failed", key_file=str(fleet.other_key_path))
     assert isinstance(login, AuthError)
     assert login.user == fleet.user
     assert len(login.tried) == 1 and login.tried[0].startswith(str(fleet.other_key_path))
@@ -791,19 +819,6 @@ def test_retried_errors_count_their_attempts(fleet: SSHFleet) -> None:
 # ------------------------------------------------------------------ the paramiko adapter
 
 
-def test_paramiko_adapter_still_sees_the_parsed_blocks() -> None:
-    """Fails loudly when a new paramiko stops keeping ``SSHConfig._config`` as a list of dicts
-    (the host index would silently fall back to slow lookups): see ``ssh/_paramiko.py``."""
-    config = paramiko.SSHConfig.from_text("Host a b\n  Port 2\nHost *\n  User x\n")
-    entries = config_entries(config)
-    assert entries is not None, f"paramiko {paramiko.__version__} changed SSHConfig internals"
-    assert [entry.get("host") for entry in entries][-2:] == [["a", "b"], ["*"]]
-    assert has_match_exec(paramiko.SSHConfig.from_text("Match exec true\n  User x\n"))
-    assert not has_match_exec(paramiko.SSHConfig.from_text("Host a\n  Port 2\n"))
-    assert config_from_entries(entries).lookup("a") == config.lookup("a")
-    assert IndexedSSHConfig(config).indexed
-
-
 def test_paramiko_adapter_can_wait_for_an_exit_status_with_a_deadline() -> None:
     """``wait_exit_status`` relies on ``Channel.status_event``; without it, it polls."""
     channel = paramiko.Channel(0)
@@ -815,22 +830,19 @@ def test_paramiko_adapter_can_wait_for_an_exit_status_with_a_deadline() -> None:
     assert wait_exit_status(channel, 0.05)
 
 
-def test_paramiko_adapter_keeps_invoke_out_of_start_up_and_brings_it_back() -> None:
-    """``import vlcalc.transport.ssh`` must not import invoke (~55 ms of start-up), and a
-    ``Match exec`` config must still work: both rely on ``paramiko.config``'s module globals
-    ``invoke``/``invoke_import_error``.  Run in a fresh interpreter."""
+def test_paramiko_adapter_keeps_invoke_out_of_start_up() -> None:
+    """``import vlcalc.transport.ssh`` must not import invoke (~55 ms of start-up); a ``Match
+    exec`` config works without it (vlcalc runs the command itself).  A fresh interpreter."""
     code = (
         "import sys\n"
         "import vlcalc.transport.ssh\n"
-        "import paramiko.config as pc\n"
         "assert 'invoke' not in sys.modules, 'invoke imported at start-up'\n"
-        "assert hasattr(pc, 'invoke') and hasattr(pc, 'invoke_import_error'), dir(pc)\n"
-        "from vlcalc.transport.ssh.config import read_ssh_config\n"
+        "from vlcalc.transport.ssh.config import read_ssh_config, resolve\n"
         "import tempfile, os\n"
         "path = os.path.join(tempfile.mkdtemp(), 'config')\n"
         "open(path, 'w').write('Match exec true\\n  Port 2200\\n')\n"
-        "assert read_ssh_config([path]).lookup('x')['port'] == '2200'\n"
-        "assert 'invoke' in sys.modules\n"
+        "assert resolve(read_ssh_config(path, None), 'x', None, None, None).port == 2200\n"
+        "assert 'invoke' not in sys.modules\n"
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
     assert done.returncode == 0, done.stderr
@@ -860,7 +872,8 @@ def test_a_locked_known_hosts_file_holds_accept_new_only_until_the_node_deadline
 
 
 def route_resolver(text: str) -> Callable[[str, int | None, str | None], Endpoint]:
-    config = IndexedSSHConfig(paramiko.SSHConfig.from_text(text))
+    local = Local.current()
+    config = Config([parse_text(text, "<test>", local)], local)
 
     def resolver(host: str, port: int | None, user: str | None) -> Endpoint:
         return resolve(config, host, port, user, None, known_hosts_path="/dev/null")
@@ -921,3 +934,224 @@ def test_node_error_hierarchy() -> None:
         "ConnectionClosedError",
         "NameLookupRetryError",
     }
+
+
+# ------------------------------------------------------------------ OpenSSH semantics, real sshd
+
+RELAY = """import os, socket, sys, threading
+sock = socket.create_connection((sys.argv[1], int(sys.argv[2])))
+def upstream():
+    while True:
+        data = os.read(0, 65536)
+        if not data:
+            sock.shutdown(socket.SHUT_WR)
+            return
+        sock.sendall(data)
+threading.Thread(target=upstream, daemon=True).start()
+while True:
+    data = sock.recv(65536)
+    if not data:
+        break
+    os.write(1, data)
+"""
+
+
+def node_block(fleet: SSHFleet, node: str, alias: str, *extra: str, key: bool = True) -> str:
+    """A ``Host alias`` block reaching fleet node ``node``, plus ``extra`` lines."""
+    lines = [
+        f"Host {alias}",
+        "  HostName 127.0.0.1",
+        f"  Port {fleet.node(node).port}",
+        f"  User {fleet.user}",
+    ]
+    if key:
+        lines.append(f"  IdentityFile {fleet.user_key_path}")
+    return "\n".join([*lines, *(f"  {line}" for line in extra)]) + "\n"
+
+
+@ssh
+def test_proxycommand_carries_the_connection_with_tokens_expanded(
+    fleet: SSHFleet, tmp_path: Path
+) -> None:
+    relay = tmp_path / "relay.py"
+    relay.write_text(RELAY)
+    record = tmp_path / "argv"
+    command = f'sh -c \'echo "$*" > {record}; exec {sys.executable} {relay} "$0" "$1"\' %h %p'
+    config = tmp_path / "config"
+    config.write_text(node_block(fleet, "node01", "pc", f"ProxyCommand {command}"))
+    with SSHTransport(config, fleet.known_hosts_path, use_agent=False) as t:
+        result = run(t, "pc")
+    assert result.stdout == document("node01")
+    assert record.read_text().split() == [str(fleet.node("node01").port)]  # "$*" after $0
+
+
+@ssh
+def test_a_failing_proxycommand_is_unreachable_with_its_stderr(
+    fleet: SSHFleet, tmp_path: Path
+) -> None:
+    config = tmp_path / "config"
+    config.write_text(
+        node_block(fleet, "node01", "pc", "ProxyCommand sh -c 'echo no route to %h >&2; exit 7'")
+    )
+    with SSHTransport(config, fleet.known_hosts_path, use_agent=False) as t:
+        error = finishes_within(5, raised(lambda: run(t, "pc")))
+    assert error.kind == "unreachable"
+    assert "exited with status 7" in error.message
+    assert "no route to 127.0.0.1" in error.message
+
+
+@ssh
+def test_a_proxycommand_that_never_answers_ends_at_the_node_deadline(
+    fleet: SSHFleet, tmp_path: Path
+) -> None:
+    config = tmp_path / "config"
+    config.write_text(node_block(fleet, "node01", "pc", "ProxyCommand sleep 30"))
+    timeouts = replace(FAST, banner_s=5, node_s=1.0)
+    with SSHTransport(config, fleet.known_hosts_path, use_agent=False) as t:
+        started = time.monotonic()
+        error = finishes_within(5, raised(lambda: run(t, "pc", timeouts=timeouts)))
+    assert isinstance(error, NodeTimeoutError) and error.node_deadline
+    assert time.monotonic() - started < 3
+
+
+@ssh
+def test_include_inside_a_host_block_reaches_the_node(fleet: SSHFleet, tmp_path: Path) -> None:
+    parts = tmp_path / "conf.d"
+    parts.mkdir()
+    (parts / "10-node.conf").write_text(node_block(fleet, "node02", "included"))
+    (parts / "20-later.conf").write_text("Host included\n  Port 1\n")  # first value wins
+    config = tmp_path / "config"
+    config.write_text(f"Host incl*\n  Include {parts}/*.conf\n")
+    with SSHTransport(config, fleet.known_hosts_path, use_agent=False) as t:
+        assert run(t, "included").stdout == document("node02")
+
+
+@ssh
+def test_certificate_file_logs_in_with_a_user_certificate(fleet: SSHFleet, tmp_path: Path) -> None:
+    key = tmp_path / "id_cert_only"
+    generate_ed25519(key, "not in authorized_keys")
+    certificate = sign_user_key(fleet.user_ca_path, key, str(fleet.user))
+    moved = tmp_path / "elsewhere-cert.pub"
+    certificate.rename(moved)
+    config = tmp_path / "config"
+    config.write_text(
+        node_block(fleet, "node03", "cert", f"IdentityFile {key}", f"CertificateFile {moved}",
+                   key=False)
+        + node_block(fleet, "node03", "nocert", f"IdentityFile {key}", key=False)
+    )  # fmt: skip
+    with SSHTransport(config, fleet.known_hosts_path, use_agent=False) as t:
+        assert run(t, "cert").stdout == document("node03")
+        refused = node_error(t, "nocert", "auth-failed")
+    assert isinstance(refused, AuthError) and refused.tried == (
+        f"{key} (ssh-ed25519 {fingerprint_of(Path(f'{key}.pub').read_text())})",
+    )
+    # OpenSSH also finds KEY-cert.pub beside the key without a CertificateFile line.
+    moved.rename(certificate)
+    with SSHTransport(config, fleet.known_hosts_path, use_agent=False) as t:
+        assert run(t, "nocert").stdout == document("node03")
+
+
+@ssh
+def test_identity_agent_names_the_agent_socket(
+    fleet: SSHFleet, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    agent, sock = start_ssh_agent(tmp_path)
+    try:
+        ssh_add(sock, fleet.user_key_path)
+        monkeypatch.delenv("SSH_AUTH_SOCK", raising=False)
+        config = tmp_path / "config"
+        config.write_text(
+            node_block(fleet, "node04", "agent", f"IdentityAgent {sock}", key=False)
+            + node_block(fleet, "node04", "noagent", "IdentityAgent none", key=False)
+        )
+        with SSHTransport(config, fleet.known_hosts_path) as t:
+            assert run(t, "agent").stdout == document("node04")
+            monkeypatch.setenv("SSH_AUTH_SOCK", sock)
+            error = node_error(t, "noagent", "auth-failed")
+        assert isinstance(error, AuthError) and error.tried == ()
+    finally:
+        agent.terminate()
+        agent.wait()
+
+
+@ssh
+def test_every_known_hosts_file_is_read_and_names_are_lower_cased(
+    fleet: SSHFleet, tmp_path: Path
+) -> None:
+    port = fleet.node("node05").port
+    public = fleet.known_hosts_line("node05").split(maxsplit=1)[1]
+    empty = tmp_path / "empty_known_hosts"
+    empty.write_text("")
+    second = tmp_path / "second_known_hosts"
+    second.write_text(f"[LocalHost]:{port} {public}\n")
+    global_file = tmp_path / "global_known_hosts"
+    global_file.write_text(f"node05-alias {public}\n")
+    config = tmp_path / "config"
+    config.write_text(
+        node_block(fleet, "node05", "second", f"UserKnownHostsFile {empty} {second}").replace(
+            "HostName 127.0.0.1", "HostName LOCALHOST"
+        )
+        + node_block(
+            fleet,
+            "node05",
+            "global",
+            f"UserKnownHostsFile {empty}",
+            f"GlobalKnownHostsFile {global_file}",
+            "HostKeyAlias Node05-Alias",
+        )
+    )
+    with SSHTransport(config, use_agent=False) as t:
+        assert run(t, "second").stdout == document("node05")
+        assert run(t, "global").stdout == document("node05")
+
+
+@ssh
+def test_strict_host_key_checking_no_in_ssh_config_does_not_turn_checking_off(
+    fleet: SSHFleet, tmp_path: Path
+) -> None:
+    config = tmp_path / "config"
+    config.write_text(node_block(fleet, "unknown", "lax", "StrictHostKeyChecking no"))
+    with SSHTransport(config, fleet.known_hosts_path, use_agent=False) as t:
+        error = node_error(t, "lax", "host-key-unknown")
+    assert "StrictHostKeyChecking no is not honoured" in error.message
+    assert fleet.known_hosts_line("unknown") not in fleet.known_hosts_path.read_text()
+
+
+@ssh
+def test_an_unsupported_option_refuses_only_its_host(fleet: SSHFleet, tmp_path: Path) -> None:
+    config = tmp_path / "config"
+    config.write_text(
+        node_block(fleet, "node06", "smartcard", "PKCS11Provider /usr/lib/opensc-pkcs11.so")
+        + node_block(fleet, "node06", "plain")
+    )
+    with SSHTransport(config, fleet.known_hosts_path, use_agent=False) as t:
+        error = node_error(t, "smartcard", "unreachable")
+        assert run(t, "plain").stdout == document("node06")
+    assert isinstance(error, UnsupportedConfigError)
+    assert (error.option, error.value, error.path) == (
+        "pkcs11provider",
+        "/usr/lib/opensc-pkcs11.so",
+        str(config),
+    )
+    assert error.node == "smartcard" and "--transport openssh" in str(error)
+
+
+@ssh
+def test_inventory_ssh_options_override_ssh_config(fleet: SSHFleet, tmp_path: Path) -> None:
+    config = tmp_path / "config"
+    config.write_text(node_block(fleet, "node07", "wrongport", "Port 1"))
+    with SSHTransport(config, fleet.known_hosts_path, use_agent=False) as t:
+        result = run(t, "wrongport", ssh_options=(("port", str(fleet.node("node07").port)),))
+    assert result.stdout == document("node07")
+
+
+@ssh
+def test_connect_timeout_of_ssh_config_limits_the_connect(fleet: SSHFleet, tmp_path: Path) -> None:
+    config = tmp_path / "config"
+    config.write_text(node_block(fleet, "silent", "slow", "ConnectTimeout 1"))
+    timeouts = replace(FAST, connect_s=5, banner_s=5, node_s=10)
+    with SSHTransport(config, fleet.known_hosts_path, use_agent=False) as t:
+        started = time.monotonic()
+        error = node_error(t, "slow", "timeout", timeouts=timeouts)
+    assert isinstance(error, NodeTimeoutError) and error.limit_s == 1
+    assert time.monotonic() - started < 3

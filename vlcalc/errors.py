@@ -306,3 +306,29 @@ class CommandFailedError(NodeError):
         super().__init__(kind, message, node=node)
         self.exit_status = exit_status
         self.stderr_tail = stderr_tail
+
+
+class UnsupportedConfigError(ConfigError):
+    """The ssh_config of this host asks for something the paramiko transport cannot do exactly
+    as OpenSSH would (a smartcard, a security key, GSSAPI, connection sharing, a restricted
+    algorithm list...), so the host is refused rather than reached some other way.  ``option``
+    is the ssh_config keyword (lower case), ``value`` its value, ``path`` the file that set it
+    (``"command line"`` for the inventory's ``-o`` options).  The message names the way out:
+    ``--transport openssh``.
+
+    Example: ``UnsupportedConfigError("...", option="pkcs11provider", value="/usr/lib/p11.so",
+    path="/home/ops/.ssh/config")``.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        option: str,
+        value: str,
+        path: str | None = None,
+        host: str | None = None,
+    ):
+        super().__init__(message, path=path, host=host)
+        self.option = option
+        self.value = value

@@ -1,10 +1,14 @@
 """The SSH transport: one paramiko connection per node run, strict host keys, phase deadlines.
 
 ``SSHTransport().run(target, "python3 -", probe_source, timeouts=Timeouts(), max_stdout=1 << 20)``
-connects to ``target`` as OpenSSH would (``~/.ssh/config``: HostName, User, Port, IdentityFile,
-IdentitiesOnly, ProxyJump, HostKeyAlias, HashKnownHosts, UserKnownHostsFile), checks the server's
-host key against ``known_hosts`` *before* authenticating, authenticates with public keys only,
-runs the command, writes stdin, and drains stdout and stderr until the command ends.
+connects to ``target`` as OpenSSH's ``ssh`` would (ssh_config read by :mod:`.ssh_config` with
+OpenSSH's semantics: Include, Host/Match in one pass, first value wins, % tokens; HostName, User,
+Port, IdentityFile, IdentitiesOnly, CertificateFile, IdentityAgent, ProxyJump, ProxyCommand,
+ConnectTimeout, HostKeyAlias, HashKnownHosts, User/GlobalKnownHostsFile; the target's
+``ssh_options`` act like ``ssh -o``), refuses a host whose config asks for what paramiko cannot
+do (``UnsupportedConfigError``, naming ``--transport openssh``), checks the server's host key
+against ``known_hosts`` *before* authenticating, authenticates with public keys only, runs the
+command, writes stdin, and drains stdout and stderr until the command ends.
 
 Everything that is the same for every node -- the parsed ssh_config, the known_hosts index, the
 loaded private keys, the ssh-agent connections, the connections to jump hosts -- is built once per
@@ -26,7 +30,8 @@ or ``bad-output``.  Only failures to *connect* (refused, no route, reset or clos
 handshake, a TCP connect timeout: ``retryable`` classes) are retried, ``Timeouts.retries`` times
 with jittered exponential backoff, and never past the node deadline.
 
-The modules: ``config`` (ssh_config, endpoints, jump routes), ``known_hosts``, ``auth`` (keys,
+The modules: ``ssh_config`` (OpenSSH's config language), ``config`` (endpoints, refusals, jump
+routes), ``known_hosts``, ``auth`` (keys,
 ssh-agent, login), ``connect`` (TCP, banner, key exchange), ``session`` (exec and drain),
 ``deadlines`` (phase clock, reaper), ``transport`` (:class:`SSHTransport`), and ``_paramiko``, the
 only module that relies on paramiko beyond its public API.

@@ -5,7 +5,7 @@ Example::
 
     keys = KeyFiles()
     agents = AgentPool(enabled=True)
-    with agents.borrow(attempt) as agent_keys:
+    with agents.borrow(attempt, endpoint.identity_agent) as agent_keys:
         authenticate(transport, endpoint, attempt, keys, agent_keys, use_agent=True)
 """
 
@@ -17,18 +17,40 @@ import threading
 import time
 from collections.abc import Iterator
 
-from vlcalc.errors import AuthError, ConnectionLostError
-from vlcalc.transport.ssh._paramiko import paramiko
+from vlcalc.errors import AuthError, ConnectionLostError, UnsupportedConfigError
+from vlcalc.transport.ssh._paramiko import SocketAgent, paramiko
 from vlcalc.transport.ssh.config import Endpoint
 from vlcalc.transport.ssh.deadlines import Attempt
 
+#: The reason :func:`_load_key` gives for a FIDO key, which paramiko cannot use.
+SECURITY_KEY = "a FIDO security key (sk-), which paramiko cannot use"
+
 
 class KeyFiles:
-    """Private key files, each read once (a scan offers the same few keys to every node)."""
+    """Private key files, each read once (a scan offers the same few keys to every node), and
+    the same keys with a certificate (``CertificateFile``, or ``KEY-cert.pub`` beside the key
+    as OpenSSH finds it), each loaded once too."""
 
     def __init__(self) -> None:
         self._keys: dict[str, paramiko.PKey | str] = {}  # path -> key, or why it is unusable
+        self._certified: dict[tuple[str, str], paramiko.PKey | None] = {}
         self._lock = threading.Lock()
+
+    def certified(self, path: str, certificate: str) -> paramiko.PKey | None:
+        """The key at ``path`` carrying the certificate at ``certificate``, or ``None`` when
+        either is unusable or the certificate is for another key."""
+        cached = self._certified.get((path, certificate), False)
+        if cached is not False:
+            return cached  # type: ignore[return-value]
+        with self._lock:
+            key: paramiko.PKey | None
+            try:
+                key = paramiko.PKey.from_path(path)
+                key.load_certificate(certificate)
+            except (paramiko.SSHException, OSError, ValueError):
+                key = None
+            self._certified[(path, certificate)] = key
+            return key
 
     def get(self, path: str) -> paramiko.PKey | str:
         """The key at ``path``, or a short reason it cannot be used (``"missing"``...)."""
@@ -43,6 +65,27 @@ class KeyFiles:
             return cached
 
 
+def _is_security_key(path: str) -> bool:
+    """Whether the key at ``path`` is a FIDO key: its ``.pub`` (or, for an unencrypted
+    OpenSSH key, the file itself) names an ``sk-`` type."""
+    try:
+        with open(path + ".pub", encoding="utf-8", errors="replace") as handle:
+            return handle.read(64).startswith("sk-")
+    except OSError:
+        pass
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(4096)
+    except OSError:
+        return False
+    import base64
+
+    body = b"".join(line for line in head.splitlines() if not line.startswith(b"-----"))
+    with contextlib.suppress(ValueError):
+        return b"sk-" in base64.b64decode(body + b"=" * (-len(body) % 4))[:200]
+    return False
+
+
 def _load_key(path: str) -> paramiko.PKey | str:
     try:
         return paramiko.PKey.from_path(path)
@@ -51,11 +94,14 @@ def _load_key(path: str) -> paramiko.PKey | str:
     except paramiko.PasswordRequiredException:
         return "encrypted; add it to ssh-agent (ssh-add) to use it"
     except (paramiko.SSHException, OSError, ValueError) as exc:
+        if _is_security_key(path):
+            return SECURITY_KEY
         return f"unreadable ({type(exc).__name__})"
 
 
 class AgentPool:
-    """Connections to ``$SSH_AUTH_SOCK``, one per authentication in progress.
+    """Connections to ssh-agent sockets (``$SSH_AUTH_SOCK`` or ``IdentityAgent``), one per
+    authentication in progress.
 
     paramiko's ``Agent`` speaks over one socket without a lock, and signing happens on each
     transport's own thread: concurrent logins must not share one.  Instead of patching a lock into
@@ -66,44 +112,49 @@ class AgentPool:
 
     def __init__(self, enabled: bool) -> None:
         self.enabled = enabled
-        self._idle: list[paramiko.Agent] = []
-        self._open: list[paramiko.Agent] = []
+        self._idle: dict[str, list[SocketAgent]] = {}
+        self._open: list[SocketAgent] = []
         self._lock = threading.Lock()
 
     @contextlib.contextmanager
-    def borrow(self, attempt: Attempt) -> Iterator[tuple[paramiko.PKey, ...]]:
-        """The agent's keys, on a connection this login has to itself until the block ends."""
-        if not self.enabled or not os.environ.get("SSH_AUTH_SOCK"):
+    def borrow(
+        self, attempt: Attempt, path: str | None = None
+    ) -> Iterator[tuple[paramiko.PKey, ...]]:
+        """The keys of the agent at ``path`` (``None``: no agent; the endpoint's
+        ``identity_agent`` is ``$SSH_AUTH_SOCK`` unless ssh_config says otherwise), on a
+        connection this login has to itself until the block ends."""
+        if not self.enabled or not path:
             yield ()
             return
         with self._lock:
-            agent = self._idle.pop() if self._idle else None
+            idle = self._idle.get(path)
+            agent = idle.pop() if idle else None
         if agent is None:
-            agent = self._connect(attempt)
+            agent = self._connect(attempt, path)
             if agent is None:
                 yield ()
                 return
         try:
             yield tuple(agent.get_keys())
         except AuthError:
-            self._release(agent)  # every key offered was answered: the connection is idle
+            self._release(agent, path)  # every key offered was answered: the connection is idle
             raise
         except BaseException:
             # A login cut short may leave a signing request in flight on this connection.
             self._discard(agent)
             raise
-        self._release(agent)
+        self._release(agent, path)
 
-    def _release(self, agent: paramiko.Agent) -> None:
+    def _release(self, agent: SocketAgent, path: str) -> None:
         with self._lock:
-            self._idle.append(agent)
+            self._idle.setdefault(path, []).append(agent)
 
-    def _connect(self, attempt: Attempt) -> paramiko.Agent | None:
-        result: list[paramiko.Agent] = []
+    def _connect(self, attempt: Attempt, path: str) -> SocketAgent | None:
+        result: list[SocketAgent] = []
 
         def connect() -> None:
             with contextlib.suppress(paramiko.SSHException, OSError):
-                result.append(paramiko.Agent())
+                result.append(SocketAgent(path))
 
         thread = threading.Thread(target=connect, name="vlcalc-ssh-agent", daemon=True)
         thread.start()
@@ -114,7 +165,7 @@ class AgentPool:
             self._open.append(result[0])
         return result[0]
 
-    def _discard(self, agent: paramiko.Agent) -> None:
+    def _discard(self, agent: SocketAgent) -> None:
         with self._lock:
             if agent in self._open:
                 self._open.remove(agent)
@@ -122,7 +173,7 @@ class AgentPool:
 
     def close(self) -> None:
         with self._lock:
-            agents, self._open, self._idle = self._open, [], []
+            agents, self._open, self._idle = self._open, [], {}
         for agent in agents:
             agent.close()
 
@@ -133,18 +184,28 @@ def candidates(
     agent_keys: tuple[paramiko.PKey, ...],
     notes: list[str],
 ) -> Iterator[tuple[paramiko.PKey, str]]:
-    """Keys to offer, in order: the explicit identity (key_file, else IdentityFile), the
-    agent's keys, then -- only when nothing explicit was configured -- the default files.
-    Unusable key files are described in ``notes``."""
+    """Keys to offer, in order: the explicit identities (key_file, then IdentityFile), the
+    agent's keys, then -- only when nothing explicit was configured -- the default files.  A
+    key file with a certificate (``CertificateFile``, or ``KEY-cert.pub``) is offered with the
+    certificate first, then without.  Unusable key files are described in ``notes``; an
+    explicit FIDO (``sk-``) key raises :class:`UnsupportedConfigError`."""
     seen: set[bytes] = set()
     explicit = endpoint.identity_files if endpoint.explicit_identities else ()
     defaults = () if endpoint.explicit_identities else endpoint.identity_files
     for path in explicit:
         key = keys.get(path)
+        if key == SECURITY_KEY:
+            raise UnsupportedConfigError(
+                f"IdentityFile {path} is {SECURITY_KEY}; use --transport openssh for this host",
+                option="identityfile",
+                value=path,
+                host=endpoint.hostname,
+            )
         if isinstance(key, str):
             notes.append(f"{path}: {key}")
             continue
         seen.add(key.asbytes())
+        yield from _with_certificates(path, key, endpoint, keys)
         yield key, f"{path} ({key.get_name()} {key.fingerprint})"
     explicit_blobs = set(seen)
     for key in agent_keys:
@@ -163,7 +224,19 @@ def candidates(
         if key.asbytes() in seen:
             continue
         seen.add(key.asbytes())
+        yield from _with_certificates(path, key, endpoint, keys)
         yield key, f"{path} ({key.get_name()} {key.fingerprint})"
+
+
+def _with_certificates(
+    path: str, key: paramiko.PKey, endpoint: Endpoint, keys: KeyFiles
+) -> Iterator[tuple[paramiko.PKey, str]]:
+    for certificate in (*endpoint.certificate_files, f"{path}-cert.pub"):
+        if not os.path.exists(certificate):
+            continue
+        certified = keys.certified(path, certificate)
+        if certified is not None:
+            yield certified, f"{path} with certificate {certificate} ({key.get_name()})"
 
 
 def _tried(tried: list[str]) -> str:

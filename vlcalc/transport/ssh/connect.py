@@ -10,9 +10,13 @@ Example::
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import errno
+import os
+import select
 import socket
+import subprocess
 import threading
 import time
 
@@ -23,6 +27,7 @@ from vlcalc.errors import (
     ConnectTimeoutError,
     NameLookupError,
     NameLookupRetryError,
+    NodeError,
 )
 from vlcalc.transport.ssh._paramiko import PARAMIKO_LOGGER, paramiko
 from vlcalc.transport.ssh.config import Endpoint
@@ -98,10 +103,17 @@ def _tcp_connect(host: str, port: int, deadline: float) -> socket.socket:
     raise last if last is not None else OSError(f"no address for {host}")
 
 
+def connect_phase_s(endpoint: Endpoint, phase_s: float) -> float:
+    """``phase_s``, or ssh_config's shorter ``ConnectTimeout`` (which OpenSSH applies to the TCP
+    connect and to the wait for the banner)."""
+    limit = endpoint.connect_timeout_s
+    return phase_s if limit is None or limit <= 0 else min(phase_s, float(limit))
+
+
 def tcp_connect(endpoint: Endpoint, attempt: Attempt) -> socket.socket:
-    """A TCP connection to ``endpoint`` within ``connect_s``; raises a retryable
-    :class:`ConnectError`/:class:`ConnectTimeoutError` or a :class:`NameLookupError`."""
-    phase_s = attempt.timeouts.connect_s
+    """A TCP connection to ``endpoint`` within ``connect_s`` (or ``ConnectTimeout``); raises a
+    retryable :class:`ConnectError`/:class:`ConnectTimeoutError` or a :class:`NameLookupError`."""
+    phase_s = connect_phase_s(endpoint, attempt.timeouts.connect_s)
     deadline = attempt.phase_deadline(phase_s)
     host, port = endpoint.hostname, endpoint.port
     try:
@@ -130,8 +142,126 @@ def tcp_connect(endpoint: Endpoint, attempt: Attempt) -> socket.socket:
         ) from exc
 
 
+class ShellProxyCommand:
+    """ssh_config's ``ProxyCommand``, run as OpenSSH runs it -- ``/bin/sh -c "exec COMMAND"`` --
+    with its stdin and stdout as the connection: the socket-like object paramiko's Transport
+    needs (``send``, ``recv`` with ``settimeout``, ``close``).  ``recv`` returns ``b""`` when the
+    command closes its stdout, so paramiko sees the end at once (paramiko's own ProxyCommand
+    splits the command with shlex, runs no shell, and keeps polling after the end).  Its
+    stderr is drained by a thread, the last 2 KiB kept for the error message; ``close`` ends
+    the process.
+
+    Example: ``ShellProxyCommand("nc 10.0.0.11 22")``.
+    """
+
+    STDERR_TAIL = 2048
+
+    def __init__(self, command: str):
+        self.command = command
+        self.timeout: float | None = None
+        self._stderr: collections.deque[bytes] = collections.deque()
+        self._stderr_size = 0
+        self.process = subprocess.Popen(
+            ["/bin/sh", "-c", f"exec {command}"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            bufsize=0,
+        )
+        assert self.process.stdin and self.process.stdout and self.process.stderr
+        self._in = self.process.stdin.fileno()
+        self._out = self.process.stdout.fileno()
+        self._drain = threading.Thread(
+            target=self._read_stderr, name="vlcalc-ssh-proxy-stderr", daemon=True
+        )
+        self._drain.start()
+
+    def _read_stderr(self) -> None:
+        stream = self.process.stderr
+        assert stream is not None
+        with contextlib.suppress(OSError, ValueError):
+            while chunk := stream.read(4096):
+                self._stderr.append(chunk)
+                self._stderr_size += len(chunk)
+                while self._stderr_size - len(self._stderr[0]) >= self.STDERR_TAIL:
+                    self._stderr_size -= len(self._stderr.popleft())
+
+    def stderr_tail(self) -> str:
+        text = b"".join(self._stderr)[-self.STDERR_TAIL :]
+        return text.decode("utf-8", "replace").strip()
+
+    def settimeout(self, timeout: float | None) -> None:
+        self.timeout = timeout
+
+    def send(self, data: bytes) -> int:
+        try:
+            return os.write(self._in, data)
+        except OSError as exc:
+            raise OSError(exc.errno, f"ProxyCommand stopped reading: {exc.strerror}") from exc
+
+    def recv(self, size: int) -> bytes:
+        ready, _, _ = select.select([self._out], [], [], self.timeout)
+        if not ready:
+            raise socket.timeout("timed out")
+        return os.read(self._out, size)
+
+    @property
+    def closed(self) -> bool:
+        return self.process.returncode is not None
+
+    @property
+    def _closed(self) -> bool:
+        # paramiko's Transport.stop_thread reads ``sock._closed`` (sockets and its own
+        # ProxyCommand have it).
+        return self.closed
+
+    def close(self) -> None:
+        if self.process.poll() is None:
+            with contextlib.suppress(OSError):
+                self.process.terminate()
+            try:
+                self.process.wait(0.5)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(OSError):
+                    self.process.kill()
+                self.process.wait()
+        # The process has ended: its stderr reaches EOF unless a child of it still holds it.
+        self._drain.join(0.5)
+        for stream in (self.process.stdin, self.process.stdout, self.process.stderr):
+            if stream is not None:
+                with contextlib.suppress(OSError):
+                    stream.close()
+
+
+def proxy_command(endpoint: Endpoint) -> ShellProxyCommand:
+    """Start ``endpoint.proxy_command``; a retryable :class:`ConnectError` if it cannot start."""
+    command = endpoint.proxy_command
+    assert command is not None
+    try:
+        return ShellProxyCommand(command)
+    except OSError as exc:
+        raise ConnectError(
+            f"cannot run ProxyCommand {command!r}: {exc.strerror or exc}",
+            host=endpoint.hostname,
+            port=endpoint.port,
+            errno=exc.errno,
+        ) from exc
+
+
+def describe_proxy_failure(failure: NodeError, proxy: ShellProxyCommand) -> None:
+    """Add what the ProxyCommand said and how it ended to ``failure``'s message."""
+    status = proxy.process.poll()
+    tail = proxy.stderr_tail()
+    parts = [f"ProxyCommand `{proxy.command}`"]
+    if status is not None:
+        parts.append(f"exited with status {status}")
+    if tail:
+        parts.append(f"stderr: {tail.splitlines()[-1][:300]}")
+    failure.message += f" ({', '.join(parts)})"
+
+
 def new_transport(
-    sock: socket.socket | paramiko.Channel,
+    sock: socket.socket | paramiko.Channel | ShellProxyCommand,
     *,
     disabled_algorithms: dict[str, list[str]],
     known_types: list[str],
@@ -139,7 +269,12 @@ def new_transport(
     """A client Transport over ``sock`` that asks first for the host key types known_hosts has
     (as OpenSSH does, so a host with an ed25519 and an rsa key is not reported unknown just
     because we know only one of them) and offers :data:`PREFERRED_CIPHERS` first."""
-    transport = paramiko.Transport(sock, disabled_algorithms=disabled_algorithms)
+    # paramiko types ``sock`` as a socket, Channel or its own ProxyCommand; it only uses the
+    # socket methods ShellProxyCommand has (send, recv, settimeout, close).
+    transport = paramiko.Transport(
+        sock,  # type: ignore[arg-type]
+        disabled_algorithms=disabled_algorithms,
+    )
     transport.set_log_channel(PARAMIKO_LOGGER)
     options = transport.get_security_options()
     offered = list(options.key_types)
@@ -157,8 +292,8 @@ def new_transport(
 
 
 def start(transport: paramiko.Transport, endpoint: Endpoint, attempt: Attempt) -> None:
-    """The SSH banner and key exchange within ``banner_s``."""
-    phase_s = attempt.timeouts.banner_s
+    """The SSH banner and key exchange within ``banner_s`` (or ``ConnectTimeout``)."""
+    phase_s = connect_phase_s(endpoint, attempt.timeouts.banner_s)
     deadline = attempt.phase_deadline(phase_s)
     budget = max(0.001, deadline - time.monotonic())
     host, port = endpoint.hostname, endpoint.port
@@ -219,7 +354,11 @@ __all__ = [
     "DEFAULT_DISABLED_ALGORITHMS",
     "PREFERRED_CIPHERS",
     "QuickAckSocket",
+    "ShellProxyCommand",
+    "connect_phase_s",
+    "describe_proxy_failure",
     "new_transport",
+    "proxy_command",
     "start",
     "tcp_connect",
 ]

@@ -8,7 +8,7 @@ import socket
 import threading
 import time
 
-from vlcalc.errors import ConnectError, ConnectTimeoutError, NodeError
+from vlcalc.errors import ConfigError, ConnectError, ConnectTimeoutError, NodeError
 from vlcalc.model import ErrorKind
 from vlcalc.transport.base import RunResult, Target, Timeouts
 from vlcalc.transport.ssh import auth, connect, known_hosts
@@ -16,25 +16,28 @@ from vlcalc.transport.ssh._paramiko import paramiko
 from vlcalc.transport.ssh.config import (
     MAX_JUMPS,
     Endpoint,
-    IndexedSSHConfig,
     check_jump_route,
     jump_endpoint,
     read_ssh_config,
     resolve,
 )
+from vlcalc.transport.ssh.connect import ShellProxyCommand
 from vlcalc.transport.ssh.deadlines import REAPER, Attempt, acquire
 from vlcalc.transport.ssh.session import execute
+from vlcalc.transport.ssh.ssh_config import Config
 
 
 class SSHTransport:
     """Run commands on nodes over SSH with paramiko.  See the package docstring.
 
     ``ssh_config_path``: ``None`` reads ``~/.ssh/config`` then ``/etc/ssh/ssh_config`` (either may
-    be missing); a path reads only that file.  ``known_hosts_path``: ``None`` uses the config's
-    ``UserKnownHostsFile`` or ``~/.ssh/known_hosts`` (plus the read-only
-    ``/etc/ssh/ssh_known_hosts``); a path uses only that file.  ``accept_new`` records the key of a
-    host that has no key in known_hosts yet (OpenSSH ``StrictHostKeyChecking=accept-new``); a
-    *changed* key is always refused.  ``use_agent`` offers the keys of ``$SSH_AUTH_SOCK``.
+    be missing); a path reads only that file, as ``ssh -F`` does.  ``known_hosts_path``: ``None``
+    uses the config's ``UserKnownHostsFile``s (default ``~/.ssh/known_hosts``,
+    ``~/.ssh/known_hosts2``) and the read-only ``GlobalKnownHostsFile``s (default
+    ``/etc/ssh/ssh_known_hosts``, ``/etc/ssh/ssh_known_hosts2``); a path uses only that file.
+    ``accept_new`` records the key of a host that has no key in known_hosts yet (OpenSSH
+    ``StrictHostKeyChecking=accept-new``); a *changed* key is always refused.  ``use_agent``
+    offers the keys of the agent at ``IdentityAgent`` (default ``$SSH_AUTH_SOCK``).
     ``retry_backoff_s`` is the first retry's mean delay (doubling, +-50 % jitter).
     ``disabled_algorithms`` goes to paramiko (default: ``DEFAULT_DISABLED_ALGORITHMS``).
 
@@ -67,7 +70,8 @@ class SSHTransport:
         )
         # Guards the lazily built caches; held only for in-memory work and local file reads.
         self._lock = threading.Lock()
-        self._config: IndexedSSHConfig | None = None
+        self._config: Config | None = None
+        self._config_failure: ConfigError | None = None
         self._known: dict[str, known_hosts.KnownHostsFile] = {}
         self._known_write_lock = threading.Lock()
         self._keys = auth.KeyFiles()
@@ -90,8 +94,15 @@ class SSHTransport:
     ) -> RunResult:
         attempt = Attempt(timeouts)
         try:
-            endpoint = self._resolve(target.host, target.port, target.user, target.key_file)
-            self._check_route(endpoint)
+            endpoint = self._resolve(
+                target.host,
+                target.port,
+                target.user,
+                target.key_file,
+                ssh_options=target.ssh_options,
+                attempt=attempt,
+            )
+            self._check_route(endpoint, attempt)
             client = self._connect_with_retries(endpoint, attempt)
         except NodeError as exc:
             exc.node = target.name
@@ -122,42 +133,66 @@ class SSHTransport:
 
     # ------------------------------------------------------------------ configuration
 
-    def _ssh_config(self) -> IndexedSSHConfig:
+    def _ssh_config(self) -> Config:
         config = self._config
         if config is not None:
             return config
         with self._lock:
+            if self._config is None and self._config_failure is None:
+                try:
+                    if self.ssh_config_path is not None:
+                        self._config = read_ssh_config(self.ssh_config_path, None)
+                    else:
+                        self._config = read_ssh_config(
+                            os.path.expanduser("~/.ssh/config"), "/etc/ssh/ssh_config"
+                        )
+                except ConfigError as exc:
+                    self._config_failure = exc
             if self._config is None:
-                paths = (
-                    [self.ssh_config_path]
-                    if self.ssh_config_path is not None
-                    else [os.path.expanduser("~/.ssh/config"), "/etc/ssh/ssh_config"]
-                )
-                self._config = read_ssh_config(paths)
+                failure = self._config_failure
+                assert failure is not None
+                # A new error per node: the scan fills in each one's node name.
+                raise ConfigError(failure.message, path=failure.path)
             return self._config
 
     def _resolve(
-        self, host: str, port: int | None, user: str | None, key_file: str | None = None
+        self,
+        host: str,
+        port: int | None,
+        user: str | None,
+        key_file: str | None = None,
+        *,
+        ssh_options: tuple[tuple[str, str], ...] = (),
+        attempt: Attempt | None = None,
     ) -> Endpoint:
         return resolve(
-            self._ssh_config(), host, port, user, key_file, known_hosts_path=self.known_hosts_path
+            self._ssh_config(),
+            host,
+            port,
+            user,
+            key_file,
+            known_hosts_path=self.known_hosts_path,
+            ssh_options=ssh_options,
+            exec_timeout_s=10.0 if attempt is None else max(0.001, attempt.remaining()),
         )
 
-    def _check_route(self, endpoint: Endpoint) -> None:
+    def _check_route(self, endpoint: Endpoint, attempt: Attempt) -> None:
         """Refuse a jump loop before connecting (see ``config.check_jump_route``); a route is
         checked once per transport."""
         if not endpoint.proxy_jump or endpoint.proxy_jump in self._routes_checked:
             return
-        check_jump_route(endpoint, self._resolve)
+        check_jump_route(
+            endpoint,
+            lambda host, port, user: self._resolve(host, port, user, attempt=attempt),
+        )
         with self._lock:
             self._routes_checked.add(endpoint.proxy_jump)
 
-    def _known_hosts(self, path: str) -> list[known_hosts.KnownHostsFile]:
-        files = [path]
-        if self.known_hosts_path is None:
-            files.append("/etc/ssh/ssh_known_hosts")
+    def _known_hosts(self, endpoint: Endpoint) -> list[known_hosts.KnownHostsFile]:
+        """The indexes of the endpoint's known_hosts files: the user files first (new keys go
+        to the first of them), then the global ones."""
         result = []
-        for one in files:
+        for one in (*endpoint.known_hosts_files, *endpoint.global_known_hosts_files):
             index = self._known.get(one)
             if index is None:
                 with self._lock:
@@ -191,12 +226,20 @@ class SSHTransport:
 
     def _connect(self, endpoint: Endpoint, attempt: Attempt, *, depth: int) -> paramiko.Transport:
         """An authenticated paramiko Transport to ``endpoint`` (through its jump hosts)."""
+        sock: socket.socket | paramiko.Channel | ShellProxyCommand
         if endpoint.proxy_jump:
-            sock: socket.socket | paramiko.Channel = self._jump_channel(endpoint, attempt, depth)
+            sock = self._jump_channel(endpoint, attempt, depth)
+        elif endpoint.proxy_command is not None:
+            sock = connect.proxy_command(endpoint)
         else:
             sock = connect.tcp_connect(endpoint, attempt)
         try:
             return self._handshake(sock, endpoint, attempt)
+        except NodeError as failure:
+            sock.close()
+            if isinstance(sock, ShellProxyCommand):
+                connect.describe_proxy_failure(failure, sock)
+            raise
         except BaseException:
             sock.close()
             raise
@@ -263,7 +306,10 @@ class SSHTransport:
                 if cached is not None and cached.is_active():
                     return cached
             try:
-                endpoint = jump_endpoint(chain, self._resolve)
+                endpoint = jump_endpoint(
+                    chain,
+                    lambda host, port, user: self._resolve(host, port, user, attempt=attempt),
+                )
                 transport = self._connect(endpoint, attempt, depth=depth + 1)
             except NodeError as failure:
                 failure.message = f"jump host {chain[-1]}: {failure.message}"
@@ -282,11 +328,11 @@ class SSHTransport:
 
     def _handshake(
         self,
-        sock: socket.socket | paramiko.Channel,
+        sock: socket.socket | paramiko.Channel | ShellProxyCommand,
         endpoint: Endpoint,
         attempt: Attempt,
     ) -> paramiko.Transport:
-        indexes = self._known_hosts(endpoint.user_known_hosts)
+        indexes = self._known_hosts(endpoint)
         known = [found for index in indexes for found in index.lookup(endpoint.known_hosts_name)]
         transport = connect.new_transport(
             sock,
@@ -305,14 +351,15 @@ class SSHTransport:
                 offered, endpoint, indexes, known, accept_new=self.accept_new
             ):
                 known_hosts.record_host_key(
-                    indexes[0],
+                    indexes[0] if endpoint.known_hosts_files else None,
                     endpoint,
                     offered.get_name(),
                     offered.asbytes(),
                     self._known_write_lock,
                     attempt,
                 )
-            with self._agents.borrow(attempt) as agent_keys:
+            agent_socket = endpoint.identity_agent if self.use_agent else None
+            with self._agents.borrow(attempt, agent_socket) as agent_keys:
                 auth.authenticate(
                     transport,
                     endpoint,
