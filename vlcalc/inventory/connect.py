@@ -188,10 +188,10 @@ class _Vars:
         chosen: tuple[str, Any] = (names[0], None)
         for name in names:
             if self.variables.get(name) is not None:
-                chosen = (name, self.variables[name])
-        if chosen[1] is None:
-            return chosen
-        return chosen[0], self.value(chosen[0])
+                # Ansible renders every name of the option, the ones it then overrides too: a
+                # template that fails in any of them fails the host.
+                chosen = (name, self.value(name))
+        return chosen
 
     def text(self, *names: str) -> str | None:
         name, value = self.pick(*names)

@@ -48,6 +48,8 @@ def parse_value(text: str) -> Any:
         # Ansible catches ValueError and SyntaxError; the other two need hostile input, which
         # the line cap already keeps out.
         return text
+    except TypeError as exc:  # "{{ 1 }}" is a set in a set: Ansible's parser fails on it too
+        raise ValueError(f"value {text!r} cannot be read ({exc}): quote it") from exc
     return _coerce(value)
 
 
@@ -110,7 +112,7 @@ def parse_ini(text: str, builder: Builder) -> None:
             if "=" not in line:
                 raise builder.error(f"expected key=value in [{group}:vars], got {line!r}", number)
             key, value = (part.strip() for part in line.split("=", 1))
-            variables = LineMapping({key: parse_value(value)})
+            variables = LineMapping({key: _value(builder, value, number)})
             variables.lines = {key: number}
             builder.set_group_vars(builder.groups[group], variables)
         else:
@@ -135,6 +137,13 @@ def parse_ini(text: str, builder: Builder) -> None:
         raise builder.error(
             f"section [{parents[-1]}:children] names group {name!r}, which is not defined", number
         )
+
+
+def _value(builder: Builder, text: str, number: int) -> Any:
+    try:
+        return parse_value(text)
+    except ValueError as exc:
+        raise builder.error(str(exc), number) from exc
 
 
 def _add_pending_children(
@@ -163,7 +172,7 @@ def _host_line(builder: Builder, group: str, line: str, number: int) -> None:
         if "=" not in token:
             raise builder.error(f"expected key=value after host {pattern!r}, got {token!r}", number)
         key, value = token.split("=", 1)
-        variables[key] = parse_value(value)
+        variables[key] = _value(builder, value, number)
         variables.lines[key] = number
     if pattern.endswith(":"):
         raise builder.error(

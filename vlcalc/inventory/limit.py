@@ -15,7 +15,7 @@ from typing import Callable
 from vlcalc.errors import InventoryError
 from vlcalc.inventory.graph import Host, Inventory, is_address, split_port
 
-__all__ = ["MAX_LIMIT_FILE_BYTES", "select"]
+__all__ = ["MAX_LIMIT_FILE_BYTES", "group_hosts", "match", "select"]
 
 MAX_LIMIT_FILE_BYTES = 1024 * 1024
 """Bytes read from an ``@file`` limit."""
@@ -48,6 +48,24 @@ def select(
     that selects no host raises :class:`InventoryError`, and so does a selected host that
     vlcalc refuses to connect to (:attr:`Host.refusal`), naming it and the way out.
     """
+    hosts = match(inventory, limit, warn)
+    refused = [host for host in hosts if host.refusal is not None]
+    if refused:
+        first = refused[0].refusal
+        assert first is not None
+        more = f" (and {len(refused) - 1} more selected hosts refused)" if len(refused) > 1 else ""
+        raise InventoryError(
+            f"{first.message}{more}; or leave it out: --limit '!{refused[0].name}'",
+            source=first.source or inventory.source,
+            line=first.line,
+        )
+    return hosts
+
+
+def match(
+    inventory: Inventory, limit: str | None, warn: Callable[[str], None] | None = None
+) -> list[Host]:
+    """The hosts ``limit`` selects, as :func:`select`, refused ones included."""
     patterns: list[str] = []
     for pattern in _split_limit(limit or ""):
         if pattern.startswith("@"):
@@ -81,18 +99,7 @@ def select(
     # Ansible runs a play's hosts in the order of its "all" group, filtered by --limit; that
     # order walks child groups through Python sets, so vlcalc uses the file order instead.
     keep = set(chosen)
-    hosts = [host for name, host in inventory.hosts.items() if name in keep]
-    refused = [host for host in hosts if host.refusal is not None]
-    if refused:
-        first = refused[0].refusal
-        assert first is not None
-        more = f" (and {len(refused) - 1} more selected hosts refused)" if len(refused) > 1 else ""
-        raise InventoryError(
-            f"{first.message}{more}; or leave it out: --limit '!{refused[0].name}'",
-            source=first.source or inventory.source,
-            line=first.line,
-        )
-    return hosts
+    return [host for name, host in inventory.hosts.items() if name in keep]
 
 
 def _limit_file(path: str, source: str) -> list[str]:

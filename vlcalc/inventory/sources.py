@@ -14,6 +14,7 @@ import selectors
 import stat
 import subprocess
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import IO, Any, Callable
 
@@ -324,7 +325,9 @@ def _too_large() -> str:
 
 
 def load_inventory(
-    path: str | Path, warn: Warn | None = None, stdin: IO[bytes] | None = None
+    path: str | Path | Sequence[str | Path],
+    warn: Warn | None = None,
+    stdin: IO[bytes] | None = None,
 ) -> Inventory:
     """Read and resolve the inventory at ``path`` as ``ansible -i path`` would: a file (YAML,
     INI, Ansible's JSON, or an executable script run with ``--list``), a directory of them
@@ -333,8 +336,20 @@ def load_inventory(
 
     Only regular files are read (a FIFO would block, ``/dev/zero`` never ends), and at most
     :data:`MAX_INVENTORY_BYTES` of each.  Example: ``load_inventory("/dev/zero")`` raises
-    ``InventoryError("/dev/zero: not a regular file (a character device)")``.
+    ``InventoryError("/dev/zero: not a regular file (a character device)")``.  A sequence of
+    paths is Ansible's repeated ``-i``: every source read in order, then every source's
+    ``group_vars/`` and ``host_vars/`` applied to every group and host.
     """
+    if not isinstance(path, (str, Path)):
+        paths = [Path(one) for one in path]
+        builder = Builder(str(paths[0]) if paths else "")
+        reader = _Reader(builder, _ignore(warn))
+        for one in paths:
+            reader.path(one)
+        for one in paths:
+            reader.vars_dirs(one if one.is_dir() else one.parent)
+        builder.source = ",".join(map(str, paths))
+        return builder.resolve(make_target)
     source = str(path)
     if source == _STDIN:
         if stdin is None:
