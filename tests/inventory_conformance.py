@@ -324,9 +324,9 @@ def make_case(root: Path, index: int) -> Case:
 
 def run_ansible(
     sources: list[Path], limit: str, home: Path, recorder: Path
-) -> tuple[list[Seen], str]:
+) -> tuple[list[Seen], str, dict[str, Any]]:
     """Run ``ansible all -m raw`` over ``sources`` with the recorder as ssh: every ssh command
-    line it would have run, and its output."""
+    line it would have run, its output, and ``ansible-inventory --list`` for the same sources."""
     records = home / "records"
     records.mkdir(parents=True)
     env = {k: v for k, v in os.environ.items() if not k.startswith("ANSIBLE_")}
@@ -341,13 +341,19 @@ def run_ansible(
         VLCALC_RECORD_DIR=str(records),
     )
     command = ["ansible", "all", "-m", "raw", "-a", "true", "-f", "16", "--limit", limit]
+    listing = ["ansible-inventory", "--list"]
     for source in sources:
         command += ["-i", str(source)]
+        listing += ["-i", str(source)]
     result = subprocess.run(
         command, env=env, cwd=home, capture_output=True, text=True, timeout=300, check=False
     )
+    listed = subprocess.run(
+        listing, env=env, cwd=home, capture_output=True, text=True, timeout=300, check=True
+    )
+
     seen = []
     for path in sorted(records.iterdir()):
         argv = path.read_bytes().split(b"\0")[:-1]
         seen.append(read_argv([part.decode() for part in argv]))
-    return seen, result.stdout + result.stderr
+    return seen, result.stdout + result.stderr, json.loads(listed.stdout)

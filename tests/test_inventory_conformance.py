@@ -8,8 +8,10 @@ Each ``ansible`` run takes a batch of inventories (repeated ``-i``, as vlcalc's
 
 from __future__ import annotations
 
+import json
 import shutil
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 import pytest
 from inventory_conformance import (
@@ -27,6 +29,7 @@ from vlcalc.inventory import load_inventory
 from vlcalc.inventory.limit import match
 
 INVENTORIES = 160
+Batch = tuple[list[Case], str, list[Seen], str, dict[str, Any]]
 BATCH = 20
 
 
@@ -49,7 +52,7 @@ def test_read_argv_reads_ssh_first_wins() -> None:
 @pytest.fixture(scope="module")
 def batches(
     tmp_path_factory: pytest.TempPathFactory,
-) -> list[tuple[list[Case], str, list[Seen], str]]:
+) -> list[Batch]:
     assert shutil.which("ansible"), "pip install -e .[test]"
     root = tmp_path_factory.mktemp("conformance")
     recorder = root / "ssh-recorder"
@@ -72,15 +75,41 @@ def batches(
                 [(n, group, limit) for n, (group, limit) in enumerate(zip(groups, limits))],
             )
         )
-    return [(g, lim, seen, out) for g, lim, (seen, out) in zip(groups, limits, runs)]
+    return [(g, lim, *run) for g, lim, run in zip(groups, limits, runs)]
+
+
+def test_vlcalc_reads_what_ansible_inventory_lists(
+    batches: list[Batch],
+) -> None:
+    """Groups, members and every host's merged variables (group_vars/host_vars precedence, INI
+    value types) equal ``ansible-inventory --list``'s for the same sources."""
+    hosts = 0
+    for cases, _, _, _, listed in batches:
+        inventory = load_inventory([case.source for case in cases])
+        hostvars = listed["_meta"]["hostvars"]
+        assert set(inventory.hosts) == set(hostvars)
+        for name, host in inventory.hosts.items():
+            assert _jsonable(host.vars) == hostvars[name], name
+            hosts += 1
+        for group, data in listed.items():
+            if group != "_meta":
+                assert set(inventory.tree[group][0]) == set(data.get("hosts", [])), group
+    SUMMARY.append(
+        f"inventory conformance: vlcalc's variables equal ansible-inventory --list's for "
+        f"{hosts}/{hosts} hosts in {INVENTORIES} inventories"
+    )
+
+
+def _jsonable(value: object) -> object:
+    return json.loads(json.dumps(value))
 
 
 def test_vlcalc_connects_where_ansible_does(
-    batches: list[tuple[list[Case], str, list[Seen], str]],
+    batches: list[Batch],
 ) -> None:
     agree = total = refused = 0
     problems: list[str] = []
-    for cases, limit, seen, output in batches:
+    for cases, limit, seen, output, _ in batches:
         warnings: list[str] = []
         inventory = load_inventory([case.source for case in cases], warn=warnings.append)
         hosts = match(inventory, limit, warn=warnings.append)
