@@ -163,7 +163,9 @@ class _Vars:
             context: dict[str, Any] = {}
             for reference in sorted(jinja2.meta.find_undeclared_variables(parsed)):
                 if reference in stack:
-                    raise _Refused(name, f"{why}: {reference!r} refers to itself")
+                    raise _Refused(
+                        name, f"{why}: {reference!r} refers to itself; {_WAY_OUT_ANSIBLE}"
+                    )
                 if reference in self.magic or reference in self.variables:
                     context[reference] = self.value(reference, stack)
             result = _ENVIRONMENT.from_string(parsed).render(context)
