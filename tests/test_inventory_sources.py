@@ -36,7 +36,7 @@ INI = """\
 ungrouped1 ansible_host=10.0.0.1
 
 [web]
-web[1:2].example ansible_port=2222 ansible_user="ops team" flag=True quoted="'22'" bare='22' word=yes #
+web[1:2].example ansible_port=2222 ansible_user="ops team" flag=True q="'22'" b='22' word=yes # c
 db1:2200
 
 [web:vars]
@@ -63,7 +63,7 @@ def test_ini_sections_hosts_and_value_types() -> None:
     assert inv.groups["ungrouped"] == ["ungrouped1"]
     web1 = inv.hosts["web1.example"].vars
     assert web1["ansible_port"] == 2222 and web1["flag"] is True and web1["word"] == "yes"
-    assert web1["quoted"] == "22" and web1["bare"] == 22 and web1["ansible_user"] == "ops team"
+    assert web1["q"] == "22" and web1["b"] == 22 and web1["ansible_user"] == "ops team"
     assert web1["list"] == [1, 2] and web1["spaced"] == "value with spaces # not a comment here"
     assert inv.hosts["db1"].target.port == 2200
     # db1 is in web and racks (both depth 2): web comes later by name but sets no user
