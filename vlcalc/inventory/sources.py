@@ -357,7 +357,7 @@ def load_inventory(
         data = stdin.read(MAX_INVENTORY_BYTES + 1)
         if len(data) > MAX_INVENTORY_BYTES:
             raise InventoryError(_too_large(), source="<stdin>")
-        return parse_inventory(_decode(data, "<stdin>"), _STDIN, warn)
+        return parse_inventory(_decode(data, "<stdin>"), "<stdin>", warn)
     builder = Builder(source)
     reader = _Reader(builder, _ignore(warn))
     top = Path(path)
