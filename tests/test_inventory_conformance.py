@@ -8,6 +8,7 @@ Each ``ansible`` run takes a batch of inventories (repeated ``-i``, as vlcalc's
 
 from __future__ import annotations
 
+import io
 import json
 import shutil
 from concurrent.futures import ThreadPoolExecutor
@@ -97,6 +98,28 @@ def test_vlcalc_reads_what_ansible_inventory_lists(
     SUMMARY.append(
         f"inventory conformance: vlcalc's variables equal ansible-inventory --list's for "
         f"{hosts}/{hosts} hosts in {INVENTORIES} inventories"
+    )
+
+
+def test_ansible_inventory_list_on_stdin_gives_the_same_targets(batches: list[Batch]) -> None:
+    """``ansible-inventory -i SOURCES --list | vlcalc scan -``: the same hosts, groups and
+    connections as vlcalc reading the sources itself."""
+    hosts = 0
+    for cases, _, _, _, listed in batches:
+        direct = load_inventory([case.source for case in cases])
+        piped = load_inventory("-", stdin=io.BytesIO(json.dumps(listed).encode()))
+        assert set(piped.hosts) == set(direct.hosts)  # the listing orders hosts by group
+        for name, host in direct.hosts.items():
+            other = piped.hosts[name]
+            assert host.groups == other.groups, name
+            if host.refusal is None:
+                assert other.target == host.target, name
+            else:
+                assert other.refusal is not None, name
+            hosts += 1
+    SUMMARY.append(
+        f"inventory conformance: `ansible-inventory --list | vlcalc scan -` gives the same "
+        f"connections for {hosts}/{hosts} hosts"
     )
 
 

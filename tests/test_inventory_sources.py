@@ -203,6 +203,23 @@ def test_script_failures(tmp_path: Path, body: str, problem: str) -> None:
             load_inventory(script)
 
 
+def test_json_tags_of_ansible_inventory_list() -> None:
+    data = {
+        "_meta": {
+            "hostvars": {
+                "n1": {"ansible_user": {"__ansible_unsafe": "x{{y}}"}},
+                "n2": {"ansible_user": {"__ansible_vault": "$ANSIBLE_VAULT;1.1;AES256\n6132\n"}},
+            },
+            "profile": "inventory_legacy",
+        },
+        "kvm": {"hosts": ["n1", "n2"]},
+    }
+    inv = load_inventory("-", stdin=io.BytesIO(json.dumps(data).encode()))
+    assert inv.hosts["n1"].target.user == "x{{y}}"
+    refusal = inv.hosts["n2"].refusal
+    assert refusal is not None and "vault-encrypted" in refusal.message
+
+
 def test_json_inventory_from_stdin_and_file(tmp_path: Path) -> None:
     data = json.dumps(JSON_INVENTORY).encode()
     inv = load_inventory("-", stdin=io.BytesIO(data))

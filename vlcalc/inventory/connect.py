@@ -64,6 +64,7 @@ _UNSUPPORTED = {
     "ansible_ssh_pkcs11_provider": "a PKCS#11 provider",
     "ansible_host_key_checking": "turning host key checking off",
     "ansible_ssh_host_key_checking": "turning host key checking off",
+    "ansible_ssh_executable": "another ssh executable",
 }
 # The same, only when the host uses become.
 _UNSUPPORTED_BECOME = {

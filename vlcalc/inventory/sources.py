@@ -20,7 +20,16 @@ from typing import IO, Any, Callable
 
 from vlcalc.errors import InventoryError
 from vlcalc.inventory.connect import make_target
-from vlcalc.inventory.graph import MAX_INVENTORY_BYTES, Builder, Inventory, Where, line_of
+from vlcalc.inventory.graph import (
+    MAX_INVENTORY_BYTES,
+    Builder,
+    Inventory,
+    LineMapping,
+    Unsafe,
+    Vaulted,
+    Where,
+    line_of,
+)
 from vlcalc.inventory.ini import parse_ini
 from vlcalc.inventory.yamlfile import load_yaml
 
@@ -120,6 +129,7 @@ class _Reader:
         --list``): groups with ``hosts``/``children`` lists and ``vars``, ``_meta.hostvars``."""
         builder = self.builder
         builder.source = source
+        data = _tagged(data)
         hostvars: Any = None
         listed: dict[str, None] = {}
         for group, group_data in data.items():
@@ -292,6 +302,22 @@ class _Reader:
             {str(key): value for key, value in data.items()},
             {str(key): (source, line_of(data, key)) for key in data},
         )
+
+
+def _tagged(value: Any) -> Any:
+    """Ansible's JSON tags (profile ``inventory_legacy``) as vlcalc's values: ``{"__ansible_unsafe":
+    "x{{y}}"}`` is an :class:`Unsafe` string, ``{"__ansible_vault": ...}`` a :class:`Vaulted`."""
+    if isinstance(value, dict):
+        if len(value) == 1 and isinstance(value.get("__ansible_unsafe"), str):
+            return Unsafe(value["__ansible_unsafe"])
+        if len(value) == 1 and "__ansible_vault" in value:
+            return Vaulted(line_of(value, "__ansible_vault") or 0)
+        converted = LineMapping({key: _tagged(item) for key, item in value.items()})
+        converted.lines = getattr(value, "lines", {})
+        return converted
+    if isinstance(value, list):
+        return [_tagged(item) for item in value]
+    return value
 
 
 def _is_script_json(data: dict[Any, Any]) -> bool:
