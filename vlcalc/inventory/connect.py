@@ -17,6 +17,7 @@ host.  Pure: no I/O.
 
 from __future__ import annotations
 
+import functools
 import operator
 import shlex
 from typing import Any
@@ -108,6 +109,15 @@ class _Environment(jinja2.sandbox.ImmutableSandboxedEnvironment):
 _ENVIRONMENT = _Environment(undefined=jinja2.StrictUndefined, autoescape=False)
 
 
+@functools.lru_cache(maxsize=1024)
+def _compile(text: str) -> tuple[jinja2.Template, tuple[str, ...]]:
+    """The compiled template and the variables it reads; cached, since one group's template is
+    rendered for each of its hosts (compiling is ~1 ms: 100,000 hosts took 65 s uncached)."""
+    parsed = _ENVIRONMENT.parse(text)
+    references = tuple(sorted(jinja2.meta.find_undeclared_variables(parsed)))
+    return _ENVIRONMENT.from_string(parsed), references
+
+
 class _Refused(Exception):
     """One variable of one host that vlcalc will not use; becomes an InventoryError."""
 
@@ -160,16 +170,16 @@ class _Vars:
         if len(text) > MAX_TEMPLATE_CHARS or len(stack) > MAX_TEMPLATE_DEPTH:
             raise _Refused(name, f"{why}: too long or too deeply nested; {_WAY_OUT_ANSIBLE}")
         try:
-            parsed = _ENVIRONMENT.parse(text)
+            template, references = _compile(text)
             context: dict[str, Any] = {}
-            for reference in sorted(jinja2.meta.find_undeclared_variables(parsed)):
+            for reference in references:
                 if reference in stack:
                     raise _Refused(
                         name, f"{why}: {reference!r} refers to itself; {_WAY_OUT_ANSIBLE}"
                     )
                 if reference in self.magic or reference in self.variables:
                     context[reference] = self.value(reference, stack)
-            result = _ENVIRONMENT.from_string(parsed).render(context)
+            result = template.render(context)
         except _Refused:
             raise
         except jinja2.UndefinedError as exc:
