@@ -309,6 +309,15 @@ def _target(read: _Vars) -> Target:
                 parsed = parse_ssh_args(text, ignore_sharing=name == "ansible_ssh_args")
             except ValueError as exc:
                 raise _Refused(name, f"{exc}; {_WAY_OUT_OPENSSH}") from None
+            paramiko = connection in ("paramiko", "paramiko_ssh", "ansible.builtin.paramiko_ssh")
+            if paramiko and any(keyword != "proxycommand" for keyword, _ in parsed):
+                # Ansible's paramiko connection takes only ProxyCommand from these and ignores
+                # the rest: honouring them would connect elsewhere, ignoring them silently too.
+                raise _Refused(
+                    name,
+                    "has options other than ProxyCommand, which Ansible's paramiko connection "
+                    "ignores: remove them, or use ansible_connection: ssh",
+                )
             for keyword, value in parsed:
                 if keyword == "port":
                     port = port or _ssh_port(name, value)
