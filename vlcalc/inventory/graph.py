@@ -85,13 +85,12 @@ class Inventory:
 
     ``hosts`` is in order of first appearance in the sources.  ``groups`` maps every group,
     including ``all`` and ``ungrouped``, to the names of all hosts in it or in its descendants, in
-    the same order as ``hosts``.  ``warnings`` are what Ansible would warn about too.
+    the same order as ``hosts``.
     """
 
     source: str
     hosts: dict[str, Host]
     groups: dict[str, list[str]]
-    warnings: tuple[str, ...] = ()
     tree: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = field(default_factory=dict)
     """Each group's own hosts and its children, in the order they were added (for ``web[0]``)."""
 
@@ -290,7 +289,6 @@ class Builder:
         # group_vars/ and host_vars/ files, each as (vars, where), in the order Ansible loads them
         self.group_files: dict[str, list[tuple[dict[str, Any], dict[str, Where]]]] = {}
         self.host_files: dict[str, list[tuple[dict[str, Any], dict[str, Where]]]] = {}
-        self.warnings: list[str] = []
         self.add_group("all", None)
         self.add_group("ungrouped", None)
         self.add_child("all", "ungrouped", None)
@@ -574,7 +572,6 @@ class Builder:
             source=self.source,
             hosts=hosts,
             groups=members,
-            warnings=tuple(self.warnings),
             tree=tree,
         )
 

@@ -62,8 +62,8 @@ _VARS_EXTENSIONS = ("", ".yml", ".yaml", ".json")  # in find_vars_files' order
 _STDIN = "-"
 
 
-def _ignore(name: Callable[[str], None] | None) -> Warn:
-    return name if name is not None else (lambda _: None)
+def _ignore(warn: Warn | None) -> Warn:
+    return warn if warn is not None else (lambda _: None)
 
 
 class _Reader:
