@@ -200,8 +200,9 @@ def test_fifo_does_not_hang(tmp_path: Path) -> None:
 
 
 def test_directory(tmp_path: Path) -> None:
+    # A directory is an inventory, as in Ansible (-i inventory/); this one holds no host.
     (tmp_path / "dir.yaml").mkdir()
-    assert_refused(vlcalc("scan", "dir.yaml", cwd=tmp_path), "is a directory")
+    assert_refused(vlcalc("scan", "dir.yaml", cwd=tmp_path), "the inventory defines no hosts")
 
 
 # ----------------------------------------------------------------------------------------------

@@ -284,7 +284,9 @@ def run_scan(
         ssh_config=settings.ssh_config,
         known_hosts=settings.known_hosts,
     )
-    hosts = select(load_inventory(inventory_path, warn=streams.warning), settings.limit)
+    # "-" reads Ansible's JSON (ansible-inventory --list) or YAML from stdin.
+    inventory = load_inventory(inventory_path, warn=streams.warning, stdin=sys.stdin.buffer)
+    hosts = select(inventory, settings.limit, warn=streams.warning)
     phase = min(settings.connect_timeout, settings.timeout)
     options = ScanOptions(
         forks=settings.forks,
