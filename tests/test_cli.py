@@ -502,3 +502,25 @@ def test_as_json_lays_out_one_line_per_member_and_item() -> None:
         '  "d": {\n    "k": [1]\n  },\n  "e": null\n}\n'
     )
     assert as_json({}) == "{\n\n}\n" and as_json({"a": 1}) == '{\n  "a": 1\n}\n'
+
+
+def test_check_tells_an_inventory_from_documents(tmp_path: Path) -> None:
+    """``check PATH``: one inventory to scan, or saved documents (an Ansible fact cache is a
+    directory of files named by host, with no extension: documents, not an inventory)."""
+    from vlcalc.app import is_inventory
+
+    cache = tmp_path / "facts"
+    cache.mkdir()
+    (cache / "node01").write_text("{}")
+    (cache / "s1_node02").write_text("{}")
+    inventory_dir = tmp_path / "inventory"
+    (inventory_dir / "group_vars").mkdir(parents=True)
+    ini_dir = tmp_path / "ini"
+    ini_dir.mkdir()
+    (ini_dir / "prod.ini").write_text("[kvm]\nn1\n")
+    hosts = tmp_path / "hosts"
+    hosts.write_text("[kvm]\nn1\n")
+    assert not is_inventory(str(cache))
+    assert not is_inventory("scan.json")
+    assert is_inventory(str(inventory_dir)) and is_inventory(str(ini_dir))
+    assert is_inventory(str(hosts)) and is_inventory("-") and is_inventory("x.YML")

@@ -123,8 +123,21 @@ def check_vl(bits: int | None, option: str) -> int | None:
 
 
 def is_inventory(path: str) -> bool:
-    """``check PATH``: one ``.yaml``/``.yml`` path is an inventory to scan, else documents."""
-    return Path(path).suffix.lower() in (".yaml", ".yml")
+    """``check PATH``: is the one PATH an inventory to scan rather than saved documents?  A
+    ``.yaml``/``.yml``/``.ini`` file, an Ansible ``hosts`` file, ``-`` (Ansible's JSON on stdin),
+    or a directory that holds inventory files (``group_vars/``, ``*.yml``, ``*.ini``, ``hosts``);
+    any other directory is documents (``*.json``, or an Ansible fact cache: files named by host)."""
+    candidate = Path(path)
+    if path == "-" or candidate.suffix.lower() in INVENTORY_SUFFIXES:
+        return True
+    if not candidate.is_dir():
+        return candidate.name == "hosts"
+    return any((candidate / name).exists() for name in ("group_vars", "host_vars", "hosts")) or any(
+        child.suffix.lower() in INVENTORY_SUFFIXES for child in candidate.iterdir()
+    )
+
+
+INVENTORY_SUFFIXES = (".yaml", ".yml", ".ini")
 
 
 # -- report ----------------------------------------------------------------------------------------
@@ -359,7 +372,10 @@ def check_command(
         }
         given = [name for name, value in scan_only.items() if value]
         if given:
-            raise InputError("this option needs an inventory (.yaml/.yml) to scan", source=given[0])
+            raise InputError(
+                "this option needs an inventory to scan (YAML, INI, hosts, a directory or -)",
+                source=given[0],
+            )
         nodes = read_paths(paths)
     result = build_check(nodes, spec)
     for item in result.verdicts:

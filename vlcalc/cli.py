@@ -108,7 +108,12 @@ PerGroupOpt = Annotated[
     bool, typer.Option("--per-group", help="One answer per inventory group, then all nodes.")
 ]
 InventoryArg = Annotated[
-    str, typer.Argument(help="An Ansible YAML inventory.", metavar="INVENTORY")
+    str,
+    typer.Argument(
+        help="An Ansible inventory: YAML, INI, a directory, a script, or - for ansible-inventory"
+        " --list JSON on stdin.",
+        metavar="INVENTORY",
+    ),
 ]
 LimitOpt = Annotated[
     Optional[str],
@@ -246,7 +251,7 @@ def check(
     """Would every node run this guest, with the same VL set?  QEMU's and KVM's rules; exit 1 if
     some node rejects it or nodes would give it different sets.
 
-    PATH is saved documents, or one inventory (.yaml/.yml) to scan first.
+    PATH is saved documents, or one inventory (YAML, INI, hosts, a directory, -) to scan first.
     Example: vlcalc check --vls 128,256 inventories/example-scan.json
     """
     settings = ScanSettings(
