@@ -6,8 +6,15 @@ The scan builds the command line; a transport only moves bytes and reports failu
 
 from __future__ import annotations
 
+import random
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, TypeVar
+
+from vlcalc.errors import NodeError
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -74,3 +81,35 @@ class Transport(Protocol):
     def close(self) -> None:
         """Release pooled connections and caches."""
         ...
+
+
+def with_retries(
+    connect: Callable[[], T],
+    *,
+    retries: int,
+    remaining: Callable[[], float],
+    backoff_s: float,
+    jitter: random.Random,
+) -> T:
+    """Call ``connect`` until it succeeds, a failure is not ``retryable``, ``retries`` extra
+    attempts are used, or the next wait would not fit in the node's ``remaining()`` seconds: the
+    one retry policy of every transport.  Waits double from ``backoff_s`` with +-50 % jitter, so
+    a fleet whose nodes all failed at once does not retry in lock step.  The final failure
+    records its ``attempts`` and says so in its message.
+    """
+    tries = 1 + max(0, retries)
+    for number in range(1, tries + 1):
+        try:
+            return connect()
+        except NodeError as failure:
+            failure.attempts = number
+            if not failure.retryable or number == tries:
+                if number > 1:
+                    failure.message += f" (after {number} attempts)"
+                raise
+            delay = backoff_s * (2 ** (number - 1)) * jitter.uniform(0.5, 1.5)
+            if delay >= remaining() - 0.05:
+                failure.message += f" (after {number} attempts; no time left to retry)"
+                raise
+            time.sleep(delay)
+    raise AssertionError("unreachable")  # pragma: no cover

@@ -80,7 +80,7 @@ from vlcalc.errors import (
     NodeTimeoutError,
 )
 from vlcalc.model import ErrorKind
-from vlcalc.transport.base import RunResult, Target, Timeouts
+from vlcalc.transport.base import RunResult, Target, Timeouts, with_retries
 from vlcalc.transport.local import STDERR_TAIL_BYTES, _close_pipes, _communicate, _kill
 
 MAX_JUMPS = 8  # a longer ProxyJump route is refused (as the paramiko transport does)
@@ -284,25 +284,15 @@ class OpenSSHTransport:
         timeouts: Timeouts,
         max_stdout: int,
     ) -> RunResult:
-        tries = 1 + max(0, timeouts.retries)
-        for number in range(1, tries + 1):
-            try:
-                return self._run_once(
-                    config, target, resolved, command, stdin, deadline, timeouts, max_stdout
-                )
-            except NodeError as failure:
-                failure.attempts = number
-                if not failure.retryable or number == tries:
-                    if number > 1:
-                        failure.message += f" (after {number} attempts)"
-                    raise
-                delay = self.retry_backoff_s * (2 ** (number - 1))
-                delay *= self._random.uniform(0.5, 1.5)
-                if delay >= deadline - time.monotonic() - 0.05:
-                    failure.message += f" (after {number} attempts; no time left to retry)"
-                    raise
-                time.sleep(delay)
-        raise AssertionError("unreachable")  # pragma: no cover
+        return with_retries(
+            lambda: self._run_once(
+                config, target, resolved, command, stdin, deadline, timeouts, max_stdout
+            ),
+            retries=timeouts.retries,
+            remaining=lambda: deadline - time.monotonic(),
+            backoff_s=self.retry_backoff_s,
+            jitter=self._random,
+        )
 
     def _run_once(
         self,

@@ -10,7 +10,7 @@ import time
 
 from vlcalc.errors import ConfigError, ConnectError, ConnectTimeoutError, NodeError
 from vlcalc.model import ErrorKind
-from vlcalc.transport.base import RunResult, Target, Timeouts
+from vlcalc.transport.base import RunResult, Target, Timeouts, with_retries
 from vlcalc.transport.ssh import auth, connect, known_hosts
 from vlcalc.transport.ssh._paramiko import paramiko
 from vlcalc.transport.ssh.config import (
@@ -206,23 +206,13 @@ class SSHTransport:
     # ------------------------------------------------------------------ connecting
 
     def _connect_with_retries(self, endpoint: Endpoint, attempt: Attempt) -> paramiko.Transport:
-        tries = 1 + max(0, attempt.timeouts.retries)
-        for number in range(1, tries + 1):
-            try:
-                return self._connect(endpoint, attempt, depth=0)
-            except NodeError as failure:
-                failure.attempts = number
-                if not failure.retryable or number == tries:
-                    if number > 1:
-                        failure.message += f" (after {number} attempts)"
-                    raise
-                delay = self.retry_backoff_s * (2 ** (number - 1))
-                delay *= self._random.uniform(0.5, 1.5)
-                if delay >= attempt.remaining() - 0.05:
-                    failure.message += f" (after {number} attempts; no time left to retry)"
-                    raise
-                time.sleep(delay)
-        raise AssertionError("unreachable")  # pragma: no cover
+        return with_retries(
+            lambda: self._connect(endpoint, attempt, depth=0),
+            retries=attempt.timeouts.retries,
+            remaining=attempt.remaining,
+            backoff_s=self.retry_backoff_s,
+            jitter=self._random,
+        )
 
     def _connect(self, endpoint: Endpoint, attempt: Attempt, *, depth: int) -> paramiko.Transport:
         """An authenticated paramiko Transport to ``endpoint`` (through its jump hosts)."""
