@@ -20,16 +20,14 @@ from __future__ import annotations
 import functools
 import operator
 import shlex
-from typing import Any
-
-import jinja2
-import jinja2.exceptions
-import jinja2.meta
-import jinja2.sandbox
+from typing import TYPE_CHECKING, Any
 
 from vlcalc.errors import InventoryError
 from vlcalc.inventory.graph import Unsafe, Vaulted, Where
 from vlcalc.transport.base import Target
+
+if TYPE_CHECKING:  # Jinja2 loads only for an inventory with a template (~20 ms of every scan)
+    import jinja2
 
 __all__ = ["COLLECT_PLAYBOOK", "make_target", "parse_ssh_args"]
 
@@ -83,39 +81,44 @@ MAX_TEMPLATE_DEPTH = 20
 _MAX_PRODUCT = 64 * 1024
 
 
-class _Environment(jinja2.sandbox.ImmutableSandboxedEnvironment):
+@functools.cache
+def _environment() -> jinja2.sandbox.ImmutableSandboxedEnvironment:
     """Jinja2's immutable sandbox, with ``*`` and ``**`` capped so that ``{{ 'x' * 10**9 }}``
-    cannot take the machine's memory."""
+    cannot take the machine's memory; built on first use."""
+    import jinja2.sandbox
 
-    intercepted_binops = frozenset(("*", "**"))
+    class Environment(jinja2.sandbox.ImmutableSandboxedEnvironment):
+        intercepted_binops = frozenset(("*", "**"))
 
-    def call_binop(self, context: Any, operator_name: str, left: Any, right: Any) -> Any:
-        if operator_name == "**":
-            if isinstance(right, (int, float)) and abs(right) > 64:
-                raise jinja2.exceptions.SecurityError("'**' with an exponent above 64")
-            return operator.pow(left, right)
-        for sized, count in ((left, right), (right, left)):
-            if (
-                isinstance(sized, (str, list, tuple))
-                and isinstance(count, int)
-                and len(sized) * count > _MAX_PRODUCT
-            ):
-                raise jinja2.exceptions.SecurityError(
-                    f"'*' building more than {_MAX_PRODUCT} items"
-                )
-        return operator.mul(left, right)
+        def call_binop(self, context: Any, operator_name: str, left: Any, right: Any) -> Any:
+            if operator_name == "**":
+                if isinstance(right, (int, float)) and abs(right) > 64:
+                    raise jinja2.exceptions.SecurityError("'**' with an exponent above 64")
+                return operator.pow(left, right)
+            for sized, count in ((left, right), (right, left)):
+                if (
+                    isinstance(sized, (str, list, tuple))
+                    and isinstance(count, int)
+                    and len(sized) * count > _MAX_PRODUCT
+                ):
+                    raise jinja2.exceptions.SecurityError(
+                        f"'*' building more than {_MAX_PRODUCT} items"
+                    )
+            return operator.mul(left, right)
 
-
-_ENVIRONMENT = _Environment(undefined=jinja2.StrictUndefined, autoescape=False)
+    return Environment(undefined=jinja2.StrictUndefined, autoescape=False)
 
 
 @functools.lru_cache(maxsize=1024)
 def _compile(text: str) -> tuple[jinja2.Template, tuple[str, ...]]:
     """The compiled template and the variables it reads; cached, since one group's template is
     rendered for each of its hosts (compiling is ~1 ms: 100,000 hosts took 65 s uncached)."""
-    parsed = _ENVIRONMENT.parse(text)
+    import jinja2.meta
+
+    environment = _environment()
+    parsed = environment.parse(text)
     references = tuple(sorted(jinja2.meta.find_undeclared_variables(parsed)))
-    return _ENVIRONMENT.from_string(parsed), references
+    return environment.from_string(parsed), references
 
 
 class _Refused(Exception):
@@ -166,6 +169,8 @@ class _Vars:
         return value
 
     def _render(self, name: str, text: str, stack: tuple[str, ...]) -> Any:
+        import jinja2
+
         why = f"is templated ({_short(text)}) and cannot be rendered"
         if len(text) > MAX_TEMPLATE_CHARS or len(stack) > MAX_TEMPLATE_DEPTH:
             raise _Refused(name, f"{why}: too long or too deeply nested; {_WAY_OUT_ANSIBLE}")
