@@ -339,3 +339,18 @@ def test_preflight_fails_on_a_vlcalc_usage_error(fleet: AnsibleFleet, tmp_path: 
     assert run.returncode == 2, run.stdout + run.stderr
     assert '"rc": 2' in run.stdout and "--require-vl" in run.stdout
     assert "Read vlcalc's report" not in run.stdout  # stopped at the scan
+
+
+def test_preflight_fails_when_the_command_prints_no_report(
+    fleet: AnsibleFleet, tmp_path: Path
+) -> None:
+    # Exit 1 is "VL not in the cluster set" for vlcalc, but a command that printed nothing (a
+    # Python without vlcalc exits 1 too) must stop at the scan task with its stderr, not reach
+    # the JSON parsing.
+    space = workspace(fleet, tmp_path)
+    missing = [sys.executable, "-c", "import sys; sys.exit('No module named vlcalc')"]
+    variables = {"vlcalc_command": missing}
+    run = ansible_playbook(space, "preflight.yml", "-e", json.dumps(variables))
+    assert run.returncode == 2, run.stdout + run.stderr
+    assert '"rc": 1' in run.stdout and "No module named vlcalc" in run.stdout, run.stdout
+    assert "Read vlcalc's report" not in run.stdout
