@@ -141,8 +141,14 @@ class OpenSSHTransport:
             config = self._config(timeouts)
             resolved = self._resolve(config, target, deadline, timeouts)
             self._check_route(config, resolved, deadline, timeouts)
-            return self._run_with_retries(
-                config, target, resolved, command, stdin, deadline, timeouts, max_stdout
+            return with_retries(
+                lambda: self._run_once(
+                    config, target, resolved, command, stdin, deadline, timeouts, max_stdout
+                ),
+                retries=timeouts.retries,
+                remaining=lambda: deadline - time.monotonic(),
+                backoff_s=self.retry_backoff_s,
+                jitter=self._random,
             )
         except NodeError as failure:
             failure.node = target.name
@@ -272,27 +278,6 @@ class OpenSSHTransport:
         return self._jumps.get(resolved.proxy_jump.split(",")[0].strip())
 
     # ------------------------------------------------------------------ running ssh
-
-    def _run_with_retries(
-        self,
-        config: str,
-        target: Target,
-        resolved: Resolved,
-        command: str,
-        stdin: bytes,
-        deadline: float,
-        timeouts: Timeouts,
-        max_stdout: int,
-    ) -> RunResult:
-        return with_retries(
-            lambda: self._run_once(
-                config, target, resolved, command, stdin, deadline, timeouts, max_stdout
-            ),
-            retries=timeouts.retries,
-            remaining=lambda: deadline - time.monotonic(),
-            backoff_s=self.retry_backoff_s,
-            jitter=self._random,
-        )
 
     def _run_once(
         self,
