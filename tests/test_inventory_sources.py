@@ -340,7 +340,7 @@ def test_settings_that_are_harmless_are_accepted() -> None:
     ],
 )
 def test_parse_ssh_args(text: str, expected: list[tuple[str, str]]) -> None:
-    assert parse_ssh_args(text) == expected
+    assert list(parse_ssh_args(text)) == expected
 
 
 @pytest.mark.parametrize(

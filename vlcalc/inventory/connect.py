@@ -361,14 +361,15 @@ _SSH_FLAGS = frozenset("46AaCfGgKkMNnqsTtVvXxYy")
 _SHARING = frozenset(("controlmaster", "controlpersist", "controlpath", "compression"))
 
 
-def parse_ssh_args(text: str, *, ignore_sharing: bool = False) -> list[tuple[str, str]]:
+@functools.lru_cache(maxsize=1024)  # a fleet shares a few texts: shlex costs ~0.2 ms per call
+def parse_ssh_args(text: str, *, ignore_sharing: bool = False) -> tuple[tuple[str, str], ...]:
     """``ansible_ssh_common_args``-style text -> ``(lower-cased ssh_config keyword, value)``, in
     order, as ssh reads its command line: ``-o Key=Value``, ``-o 'Key Value'``, ``-J``, ``-i``,
     ``-p`` and ``-l`` (also written attached: ``-p2222``).  Anything else raises ``ValueError``
     with a one-line reason.
 
     Example: ``parse_ssh_args("-o ProxyJump=b1 -p 2222")`` is
-    ``[("proxyjump", "b1"), ("port", "2222")]``.
+    ``(("proxyjump", "b1"), ("port", "2222"))``.
     """
     try:
         words = [word.strip() for word in shlex.split(text) if word.strip()]
@@ -406,7 +407,7 @@ def parse_ssh_args(text: str, *, ignore_sharing: bool = False) -> list[tuple[str
                 result.append((keyword, argument))
             else:
                 raise ValueError(f"has ssh option -{letter}, which vlcalc does not honour")
-    return result
+    return tuple(result)
 
 
 def _config_line(argument: str) -> tuple[str, str]:

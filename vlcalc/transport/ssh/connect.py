@@ -62,8 +62,10 @@ class QuickAckSocket(socket.socket):
 
     def recv(self, bufsize: int, flags: int = 0) -> bytes:
         if _TCP_QUICKACK is not None:
-            with contextlib.suppress(OSError):
+            try:  # noqa: SIM105 (suppress() costs 0.7 us more per read, ~30 reads per node)
                 self.setsockopt(socket.IPPROTO_TCP, _TCP_QUICKACK, 1)
+            except OSError:
+                pass
         return super().recv(bufsize, flags)
 
 

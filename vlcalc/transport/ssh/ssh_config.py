@@ -37,6 +37,7 @@ Example::
 
 from __future__ import annotations
 
+import functools
 import glob as globbing
 import hashlib
 import os
@@ -783,16 +784,24 @@ def evaluate(
     if query.key_file is not None:
         options.identity_files.append(query.key_file)
     for number, (keyword, value) in enumerate(query.options, start=1):
-        line = split_line(f"{keyword} {value}", "command line", number)
-        if line is None:
-            continue
-        _validate(line, ())
-        if line.keyword in ("host", "match", "include"):
-            raise ConfigError(f"{line.where}: {line.keyword} is not allowed in -o options")
-        options.apply(line)
+        line = _option_line(keyword, value, number)
+        if line is not None:
+            options.apply(line)
     for config_file in config.files:
         _walk(config_file, state)
     return options
+
+
+@functools.lru_cache(maxsize=1024)  # a fleet's hosts share their -o options: parsed once
+def _option_line(keyword: str, value: str, number: int) -> Line | None:
+    """The ``-o keyword=value`` option number ``number`` as a config line (``None``: empty)."""
+    line = split_line(f"{keyword} {value}", "command line", number)
+    if line is None:
+        return None
+    _validate(line, ())
+    if line.keyword in ("host", "match", "include"):
+        raise ConfigError(f"{line.where}: {line.keyword} is not allowed in -o options")
+    return line
 
 
 # ---------------------------------------------------------------------------- tokens
