@@ -264,3 +264,40 @@ def test_good_options_reach_the_inventory(tmp_path: Path) -> None:
     assert_refused(run, "missing.yaml: inventory file not found")
     run = vlcalc("scan", "missing.yaml", "--ssh-config", "/dev/null", cwd=tmp_path)
     assert_refused(run, "missing.yaml: inventory file not found")
+
+
+# ----------------------------------------------------------------------------------------------
+# Documents and paths
+
+
+def test_a_path_with_a_newline_is_still_one_error_line(tmp_path: Path) -> None:
+    """Paths come from users and from nodes (a collected directory names files by host): a
+    newline in one must not split the error into a second, fake ``vlcalc: error:`` line."""
+    assert_refused(vlcalc("report", "/nonexistent\nvlcalc: error: fake", cwd=tmp_path), "?")
+    run = vlcalc("report", str(tmp_path / "x\x1b[31m.json"), cwd=tmp_path)
+    assert_refused(run, "x?[31m.json")
+
+
+@pytest.mark.parametrize(
+    "args", [["report", ""], ["check", "--vls", "128", ""], ["diff", "", ""], ["scan", ""]]
+)
+def test_an_empty_path_is_not_this_directory(tmp_path: Path, args: list[str]) -> None:
+    (tmp_path / "some.json").write_text("{}")  # would be read if '' meant '.'
+    assert_refused(vlcalc(*args, cwd=tmp_path), "an empty path")
+
+
+def test_a_duplicate_key_after_deep_nesting_is_not_taken(tmp_path: Path) -> None:
+    """msgspec reads the document; Python's json then hits its recursion limit while looking
+    for repeated keys: refused as too deep, never read as if no key were repeated."""
+    from fleet_fixtures import hardware_doc
+
+    text = json.dumps(hardware_doc("n1", "a64fx"))
+    deep = "[" * 980 + "]" * 980
+    doc = text[:-1] + f', "zz": {deep}, "kernel": "EVIL-DUP"}}'
+    (tmp_path / "deep.json").write_text(doc)
+    assert_refused(vlcalc("report", "deep.json", cwd=tmp_path), "deep.json")
+
+
+def test_a_directory_named_like_a_document(tmp_path: Path) -> None:
+    (tmp_path / "docs" / "x.json").mkdir(parents=True)
+    assert_refused(vlcalc("report", "docs", cwd=tmp_path), "not a regular file (a directory)")

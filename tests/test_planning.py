@@ -19,7 +19,7 @@ from vlcalc.render import make_console, print_report
 from vlcalc.report import build_diff, build_report, build_view, profiles
 from vlcalc.vl import VLSet
 
-from fleet_fixtures import error_entry, hardware_doc, mixed_fleet, ok_entry, scan_doc
+from fleet_fixtures import error_entry, hardware_doc, mixed_fleet, ok_entry, probe_doc, scan_doc
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = str(ROOT / "inventories" / "example-scan.json")
@@ -235,3 +235,100 @@ def test_limiting_names_every_limit_of_a_node_in_order() -> None:
         )
         assert changed.limiting() == by_name(changed)
         assert any(len(kinds) > 1 for kinds in changed.limiting().values())
+
+
+# -- no node probed: no set, so nothing is known (not "SVE off", not "lost") ----------------------
+def _none_probed(tmp_path: Path) -> str:
+    path = tmp_path / "none.json"
+    path.write_text(
+        json.dumps(scan_doc([error_entry(f"a{i}", "unreachable", "refused", []) for i in range(3)]))
+    )
+    return str(path)
+
+
+def test_diff_to_a_view_with_no_probed_node_is_not_a_loss(tmp_path: Path) -> None:
+    none = _none_probed(tmp_path)
+    result = run("diff", EXAMPLE, none)
+    assert result.exit_code == 4, result.stdout  # was 1: "SHRANK: lost 128,256"
+    first = result.stdout.splitlines()[0]
+    assert "SHRANK" not in first and "no node was probed in the new view" in first
+    assert "Like with like: no node was probed in both views" in result.stdout
+    doc = json.loads(run("diff", EXAMPLE, none, "-f", "json").stdout)["cluster"]
+    assert (doc["old"], doc["new"], doc["lost"], doc["certain"]) == ([128, 256], None, [], False)
+    both = json.loads(run("diff", none, none, "-f", "json").stdout)
+    assert both["common"] == {"nodes": 0, "old": None, "new": None, "lost": []}
+
+
+def test_a_requirement_with_no_probed_node_is_unknown(tmp_path: Path) -> None:
+    none = _none_probed(tmp_path)
+    result = run("report", none, "--require-vl", "128")
+    assert result.exit_code == 4, result.stdout  # was 1: "NOT met"
+    assert "Required VL 128: unknown (no node was probed)" in result.stdout
+    doc = json.loads(run("report", none, "--require-vl", "128", "-f", "json").stdout)
+    assert doc["requirement"] == {"vl": 128, "met": None}
+    # Some node probed: a VL missing there is missing from the whole fleet's set too (exit 1).
+    assert run("report", MIXED, "--require-vl", "2048").exit_code == 1
+
+
+def test_check_advice_from_incomplete_data_says_so(tmp_path: Path) -> None:
+    partial = tmp_path / "partial.json"
+    partial.write_text(
+        json.dumps(
+            scan_doc(
+                [ok_entry("v1", hardware_doc("v1", "vl384"), [])]
+                + [error_entry(f"a{i}", "timeout", "no answer", []) for i in range(3)]
+            )
+        )
+    )
+    for fmt in ("table", "markdown"):
+        result = run("check", "--vls", "host,sve=on", str(partial), "-f", fmt)
+        assert result.exit_code == 4
+        text = " ".join(result.stdout.replace("\\", "").split())  # Markdown escapes ( and :
+        assert "every probed node gives the same set today" in text
+        assert "(INCOMPLETE: 3 of 4 nodes not probed; they may reject this guest" in text
+    doc = json.loads(run("check", "--vls", "host,sve=on", str(partial), "-f", "json").stdout)
+    assert doc["migration_safe"] is None and doc["complete"] is False
+    none = run("check", "--vls", "128", _none_probed(tmp_path))
+    assert none.exit_code == 4
+    assert "unknown: no node was probed (3 not probed)" in " ".join(none.stdout.split())
+
+
+def test_per_group_settings_go_on_past_a_group_qemu_cannot_express(tmp_path: Path) -> None:
+    wide = list(range(128, 4096 + 1, 128))
+    path = tmp_path / "groups.json"
+    path.write_text(
+        json.dumps(
+            scan_doc(
+                [
+                    ok_entry("w1", probe_doc("w1", wide), ["wide"]),
+                    ok_entry("a1", hardware_doc("a1", "a64fx"), ["small"]),
+                ]
+            )
+        )
+    )
+    result = run("report", str(path), "--per-group", "-f", "qemu")
+    assert result.exit_code == 2
+    assert "# group wide" not in result.stdout  # no header without its settings
+    assert "# group small\n-cpu host,sve=on,sve128=on,sve256=on,sve384=off,sve512=on" in (
+        result.stdout
+    )
+    assert "# group all\n-cpu host,sve=on,sve128=on,sve256=on\n" in result.stdout
+    assert "group wide: VL 4096 is above QEMU's largest vector length" in result.stderr
+
+
+def test_names_that_print_alike_are_refused(tmp_path: Path) -> None:
+    """'a64fx\\u200b' and 'a64fx\\u200c' both show as 'a64fx?': merged, a removed node would
+    vanish from diff and two groups would give one answer."""
+    nodes = [
+        ok_entry("a\u200b", hardware_doc("h1", "a64fx"), ["dom\u200b"]),
+        ok_entry("a\u200c", hardware_doc("h2", "vl384"), ["dom\u200c"]),
+    ]
+    path = tmp_path / "alike.json"
+    path.write_text(json.dumps(scan_doc(nodes)))
+    result = run("report", str(path))
+    assert result.exit_code == 2
+    assert "nodes 'a\\u200b' and 'a\\u200c' are both shown as 'a?': rename one" in result.stderr
+    nodes[1]["name"] = "b"
+    path.write_text(json.dumps(scan_doc(nodes)))
+    grouped = run("report", str(path), "--per-group", "-f", "qemu")
+    assert grouped.exit_code == 2 and "groups 'dom\\u200b' and 'dom\\u200c'" in grouped.stderr

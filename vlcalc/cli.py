@@ -46,7 +46,7 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 
 def _err(message: str) -> None:
-    sys.stderr.write(f"vlcalc: error: {message}\n")
+    Streams().error(message)
 
 
 def guarded(func: F) -> F:

@@ -266,7 +266,11 @@ def decode(data: bytes, type: type[T], *, source: str, field_prefix: str = "") -
         raise DocumentError(f"not JSON: {_decode_reason(exc, data)}", source=source) from None
     except RecursionError:
         raise DocumentError("not read: nested too deeply", source=source) from None
-    if _has_duplicate_keys(data, decoded):
+    try:
+        duplicate = _has_duplicate_keys(data, decoded)
+    except RecursionError:  # deeper than Python's json can check: refused, never guessed
+        raise DocumentError("not read: nested too deeply", source=source) from None
+    if duplicate:
         raise DocumentError(
             "an object has the same key twice; vlcalc refuses to guess which one is meant",
             source=source,
@@ -304,7 +308,7 @@ def _has_duplicate_keys(data: bytes, decoded: Any) -> bool:
         json.loads(data, object_pairs_hook=_unique_object, parse_int=len, parse_float=len)
     except _DuplicateKey:
         return True
-    except (ValueError, RecursionError):  # msgspec read it: only Python's own limits differ
+    except ValueError:  # msgspec read it: only Python's own limits differ (not nesting)
         return False
     return False
 

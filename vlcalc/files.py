@@ -32,7 +32,7 @@ from vlcalc.documents import (
     schema_tag,
 )
 from vlcalc.errors import DocumentError
-from vlcalc.model import PROBE_SCHEMA, SCAN_SCHEMA
+from vlcalc.model import PROBE_SCHEMA, SCAN_SCHEMA, file_kind
 
 
 def expand(paths: Iterable[str]) -> list[Path]:
@@ -40,6 +40,10 @@ def expand(paths: Iterable[str]) -> list[Path]:
     each file of an Ansible fact cache), sorted by name."""
     files = []
     for text in paths:
+        if not text:  # Path("") is ".": an unset shell variable must not read this directory
+            raise DocumentError(
+                "an empty path: name a file or directory ('.' for this one)", source="''"
+            )
         path = Path(text)
         if path.is_dir():
             found = sorted(path.glob("*.json"))
@@ -70,7 +74,7 @@ def read_capped(path: Path, limit: int = MAX_DOCUMENT_BYTES) -> bytes:
         info = os.fstat(fd)
         if not stat.S_ISREG(info.st_mode):
             raise DocumentError(
-                "not a regular file (a FIFO, device or socket); save the document to a file",
+                f"not a regular file ({file_kind(info.st_mode)}); save the document to a file",
                 source=source,
             )
         if info.st_size > limit:

@@ -7,6 +7,7 @@ documents carry (``Status.OK == "ok"``); Python 3.9 has no ``StrEnum``.
 
 from __future__ import annotations
 
+import stat
 from enum import Enum, IntEnum
 
 PROBE_SCHEMA = "vlcalc.probe/1"  # written by the probe itself (vlcalc/probe/probe.py)
@@ -122,3 +123,15 @@ def printable(text: str, keep: str = "") -> str:
     return "".join(
         ch if (ch.isprintable() and ch not in _INVISIBLE) or ch in keep else "?" for ch in text
     )
+
+
+def file_kind(mode: int) -> str:
+    """What a file that is not a regular file is, in words, for refusing it (``st_mode``)."""
+    kinds = (
+        (stat.S_ISDIR, "a directory"),
+        (stat.S_ISFIFO, "a FIFO"),
+        (stat.S_ISCHR, "a character device"),
+        (stat.S_ISBLK, "a block device"),
+        (stat.S_ISSOCK, "a socket"),
+    )
+    return next((name for test, name in kinds if test(mode)), "a special file")

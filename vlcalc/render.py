@@ -351,6 +351,12 @@ def render_diff(drift: Drift, fmt: str) -> str:
     verdict = ""
     if drift.certain_loss or (drift.complete and drift.shrank):
         verdict = f" (SHRANK: lost {drift.lost})"
+    elif not drift.known:
+        sides = [
+            name for name, r in (("old", drift.old), ("new", drift.new)) if not r.answer.probed
+        ]
+        views = " and ".join(sides) + (" views" if len(sides) > 1 else " view")
+        verdict = f" (not comparable: no node was probed in the {views})"
     elif not drift.complete:
         verdict = " (not comparable: a set from incomplete data may be too large)"
     lines = [
@@ -358,7 +364,9 @@ def render_diff(drift: Drift, fmt: str) -> str:
         f"{_labelled(drift.new.answer.vls, new_state)}{verdict}",
         "",
     ]
-    if not drift.complete:
+    if not drift.complete and not drift.common_nodes:
+        lines += ["Like with like: no node was probed in both views", ""]
+    elif not drift.complete:
         common_lost = VLSet(drift.common_old.mask & ~drift.common_new.mask)
         lines += [
             f"Like with like, the {drift.common_nodes} nodes probed in both: "
@@ -390,19 +398,32 @@ def _check_title(result: CheckResult) -> str:
 
 
 def check_advice(result: CheckResult) -> str:
-    """The line under a check: the settings to use, or why the spec is not migration-safe."""
+    """The line under a check: the settings to use, or why the spec is not migration-safe;
+    labelled INCOMPLETE when some node was not probed (its verdict and set are unknown)."""
+    unknown, total = result.count("unknown"), len(result.verdicts)
+    if unknown == total:
+        return f"unknown: no node was probed ({total} not probed)"
+    caveat = (
+        f" (INCOMPLETE: {unknown} of {total} nodes not probed; they may reject this guest or "
+        "give it another set)"
+        if unknown
+        else ""
+    )
     divergence = result.divergence()
     if divergence is not None:
         pin = settings_or_none(result.pin)["qemu"]
-        return divergence + (f"; pin one set on every node with -cpu {pin}" if pin else "")
+        return divergence + (f"; pin one set on every node with -cpu {pin}" if pin else "") + caveat
     sets = result.guest_sets()
     if not sets:
-        return "no node runs this guest"
+        return "no probed node runs this guest" + caveat
     qemu = settings_or_none(sets[0][0])["qemu"]
     pinned = f"-cpu {qemu}" if qemu else _NO_QEMU.strip()
     if result.spec.host_dependent:
-        return f"every node gives the same set today, but it depends on the host: pin it ({pinned})"
-    return f"use {pinned}"
+        return (
+            f"every probed node gives the same set today, but it depends on the host: pin it "
+            f"({pinned}){caveat}"
+        )
+    return f"use {pinned}{caveat}"
 
 
 def print_check(result: CheckResult, console: Console) -> None:
@@ -430,7 +451,8 @@ def print_check(result: CheckResult, console: Console) -> None:
         f"{result.count('accept')} accept, {result.count('reject')} reject, "
         f"{result.count('unknown')} unknown; "
     )
-    summary.append(check_advice(result) + "\n", style="" if result.migration_safe else "bold red")
+    fine = result.migration_safe and not result.count("unknown")
+    summary.append(check_advice(result) + "\n", style="" if fine else "bold red")
     console.print(Group(table, summary))
 
 

@@ -14,7 +14,7 @@ character that a node or inventory sent.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
 from itertools import count, repeat
@@ -70,6 +70,7 @@ class Report:
 
     @property
     def requirement_met(self) -> bool:
+        """False too when no node was probed (then the requirement is unknown, exit 4)."""
         return self.require_vl is None or self.require_vl in self.answer.vls
 
     def limiting(self) -> dict[str, tuple[str, ...]]:
@@ -95,10 +96,11 @@ class Report:
         return blamed
 
     def exit_code(self) -> ExitCode:
-        # A failed requirement wins over incompleteness: more nodes can only shrink the set.
+        # A failed requirement wins over incompleteness: more nodes can only shrink the set of
+        # the nodes probed.  With no node probed there is no set, so the requirement is unknown.
         return combined_exit_code(
             [
-                ExitCode.OK if self.requirement_met else ExitCode.NOT_MET,
+                ExitCode.OK if self.requirement_met or not self.answer.probed else ExitCode.NOT_MET,
                 ExitCode.OK if self.answer.complete else ExitCode.INCOMPLETE,
             ]
         )
@@ -133,7 +135,7 @@ def clean_nodes(nodes: Sequence[NodeRecord]) -> tuple[NodeRecord, ...]:
     ]
     if all(printable(text) is text for text in texts):
         return tuple(nodes)
-    return tuple(
+    cleaned = tuple(
         replace(
             node,
             name=printable(node.name),
@@ -145,6 +147,21 @@ def clean_nodes(nodes: Sequence[NodeRecord]) -> tuple[NodeRecord, ...]:
         )
         for node in nodes
     )
+    _refuse_merged("node", [node.name for node in nodes])
+    _refuse_merged("group", sorted({group for node in nodes for group in node.groups}))
+    return cleaned
+
+
+def _refuse_merged(what: str, names: Iterable[str]) -> None:
+    """Two names that differ only in characters shown as ``?`` would become one node or group
+    in every output (and in ``diff``'s matching): refuse them."""
+    shown: dict[str, str] = {}
+    for name in names:
+        first = shown.setdefault(printable(name), name)
+        if first != name:
+            raise InputError(
+                f"{what}s {first!a} and {name!a} are both shown as {printable(name)!r}: rename one"
+            )
 
 
 def build_report(
@@ -218,8 +235,9 @@ def group_reports(
 
 
 def combined_exit_code(codes: Sequence[ExitCode]) -> ExitCode:
-    """Several answers, one exit code: a failed requirement wins, then incompleteness."""
-    for code in (ExitCode.NOT_MET, ExitCode.INCOMPLETE):
+    """Several answers, one exit code: an answer that could not be given at all (2: e.g. a
+    group's set has no QEMU syntax) wins, then a failed requirement, then incompleteness."""
+    for code in (ExitCode.INVALID_INPUT, ExitCode.NOT_MET, ExitCode.INCOMPLETE):
         if code in codes:
             return code
     return ExitCode.OK
@@ -327,6 +345,8 @@ class Headline:
     def requirement_text(self) -> str | None:
         if self.require_vl is None:
             return None
+        if not self.known:
+            return f"Required VL {self.require_vl}: unknown (no node was probed)"
         return f"Required VL {self.require_vl}: {'met' if self.requirement_met else 'NOT met'}"
 
 
@@ -689,7 +709,10 @@ def report_json(view: ReportView) -> dict[str, Any]:
         },
         "requirement": None
         if headline.require_vl is None
-        else {"vl": headline.require_vl, "met": headline.requirement_met},
+        else {
+            "vl": headline.require_vl,
+            "met": headline.requirement_met if headline.known else None,  # None: unknown
+        },
         "nodes": [
             {
                 "name": node.name,
@@ -925,7 +948,8 @@ def check_json(result: CheckResult) -> dict[str, Any]:
         "rejected": result.count("reject"),
         "unknown": result.count("unknown"),
         "disagreements": sum(1 for item in result.verdicts if item.disagrees),
-        "migration_safe": result.migration_safe,
+        # Unknown (null) while a node not probed could still give the guest another set.
+        "migration_safe": result.migration_safe and (None if result.count("unknown") else True),
         "divergence": result.divergence(),
         "guest_sets": [{"vls": vls.vls(), "nodes": list(names)} for vls, names in sets],
         "pin": None
@@ -966,12 +990,21 @@ class Drift:
     common_nodes: int
 
     @property
+    def known(self) -> bool:
+        """Both views have a set: a view where no node was probed has none (not "SVE off")."""
+        return self.old.answer.probed > 0 and self.new.answer.probed > 0
+
+    @property
     def lost(self) -> VLSet:
-        """VLs the cluster set had before and has no more."""
+        """VLs the cluster set had before and has no more (none when either set is unknown)."""
+        if not self.known:
+            return VLSet()
         return VLSet(self.old.answer.vls.mask & ~self.new.answer.vls.mask)
 
     @property
     def gained(self) -> VLSet:
+        if not self.known:
+            return VLSet()
         return VLSet(self.new.answer.vls.mask & ~self.old.answer.vls.mask)
 
     @property
@@ -984,8 +1017,9 @@ class Drift:
 
     @property
     def certain_loss(self) -> bool:
-        """A loss is certain when the old set was complete: nodes not probed now can only
-        shrink the new set further (a larger fleet's set is a prefix of a smaller one's)."""
+        """A loss is certain when the old set was complete and some node was probed now: nodes
+        not probed now can only shrink the new set further (a larger fleet's set is a prefix of
+        a smaller one's).  With no node probed now there is no new set to have lost anything."""
         return self.shrank and self.old.answer.complete
 
     def completeness(self) -> tuple[Completeness, Completeness]:
@@ -1043,8 +1077,8 @@ def diff_json(drift: Drift) -> dict[str, Any]:
         "schema": DIFF_SCHEMA,
         "complete": drift.complete,
         "cluster": {
-            "old": drift.old.answer.vls.vls(),
-            "new": drift.new.answer.vls.vls(),
+            "old": drift.old.answer.vls.vls() if drift.old.answer.probed else None,
+            "new": drift.new.answer.vls.vls() if drift.new.answer.probed else None,
             "lost": drift.lost.vls(),
             "gained": drift.gained.vls(),
             "shrank": drift.shrank,
@@ -1054,8 +1088,8 @@ def diff_json(drift: Drift) -> dict[str, Any]:
         },
         "common": {
             "nodes": drift.common_nodes,
-            "old": drift.common_old.vls(),
-            "new": drift.common_new.vls(),
+            "old": drift.common_old.vls() if drift.common_nodes else None,
+            "new": drift.common_new.vls() if drift.common_nodes else None,
             "lost": VLSet(drift.common_old.mask & ~drift.common_new.mask).vls(),
         },
         "added": [
