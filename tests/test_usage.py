@@ -42,6 +42,8 @@ def vlcalc(*args: str) -> subprocess.CompletedProcess[str]:
         (["nosuch"], "No such command 'nosuch'."),
         (["report", "x.json", "-f", "yaml"], "'yaml' is not one of 'table', 'json', 'markdown'"),
         (["check", "--vls", "128", "x.json", "-f", "qemu"], "'qemu' is not one of 'table'"),
+        (["lab", "bogus"], "invalid choice: 'bogus'"),
+        (["lab"], "the following arguments are required: command"),
     ],
 )
 def test_usage_errors_are_one_line(args: list[str], expected: str) -> None:
@@ -77,3 +79,9 @@ def test_the_lab_uses_the_same_exit_codes() -> None:
     assert bad_node.returncode == 2, bad_node.stderr
     assert "'12x' is not a VL" in bad_node.stderr
     assert vlcalc("lab", "nosuch").returncode == 2
+
+
+def test_an_empty_try_is_refused_like_an_empty_vls() -> None:
+    done = vlcalc("probe", "--try", "")
+    assert done.returncode == 2 and done.stdout == ""
+    assert done.stderr == "vlcalc: error: --try: empty VL set: write e.g. 128,256 or none\n"

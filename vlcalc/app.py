@@ -21,9 +21,9 @@ from typing import TYPE_CHECKING, TextIO
 from vlcalc.documents import NodeRecord, check_unique
 from vlcalc.errors import InputError, SpecError
 from vlcalc.files import read_paths
-from vlcalc.model import GROUPS_SCHEMA, ExitCode, Status
+from vlcalc.model import GROUPS_SCHEMA, ExitCode, Status, printable
 from vlcalc.options import check_scan_options
-from vlcalc.qemu import parse_guest_spec, parse_spec
+from vlcalc.qemu import QemuError, parse_guest_spec, parse_spec
 from vlcalc.render import (
     SETTINGS_FORMATS,
     as_json,
@@ -70,10 +70,11 @@ class Streams:
         self.stdout.flush()
 
     def error(self, message: str) -> None:
-        self.stderr.write(f"vlcalc: error: {message}\n")
+        """One line, whatever the message holds (paths and names come from users and nodes)."""
+        self.stderr.write(f"vlcalc: error: {printable(message)}\n")
 
     def warning(self, message: str) -> None:
-        self.stderr.write(f"vlcalc: warning: {message}\n")
+        self.stderr.write(f"vlcalc: warning: {printable(message)}\n")
 
 
 @dataclass(frozen=True)
@@ -187,23 +188,22 @@ def emit_answer(
     else:
         for name, view in views:  # names are clean: build_report sanitised every node
             if fmt == "libvirt":
-                streams.write(f"<!-- {xml_comment('group ' + name)} -->\n")
+                header = f"<!-- {xml_comment('group ' + name)} -->\n"
             elif fmt in SETTINGS_FORMATS:
-                streams.write(f"# group {name}\n")
+                header = f"# group {name}\n"
             else:
-                streams.write(
-                    f"# group {md(name)}\n" if fmt == "markdown" else f"== group {name}\n"
-                )
-            codes.append(_emit_report(view, fmt, streams, group=name))
-            streams.write("\n")
+                header = f"# group {md(name)}\n" if fmt == "markdown" else f"== group {name}\n"
+            codes.append(_emit_report(view, fmt, streams, group=name, header=header))
     return combined_exit_code(codes)
 
 
 def _emit_report(
-    view: ReportView, fmt: str, streams: Streams, group: str | None = None
+    view: ReportView, fmt: str, streams: Streams, group: str | None = None, header: str = ""
 ) -> ExitCode:
-    """Print one report; settings formats warn on stderr when the set comes from incomplete data
-    and print nothing (one error line, exit 4) when no node was probed."""
+    """Print one report (a group's after its ``header``, then a blank line); settings formats
+    warn on stderr when the set comes from incomplete data, and print nothing but one error line
+    when no node was probed (exit 4) or the set cannot be written in the format (exit 2: a group
+    with it does not stop the others; without groups it is the command's error)."""
     where = "" if group is None else f"group {group}: "
     if fmt in SETTINGS_FORMATS:
         if not view.settings.available:
@@ -211,9 +211,21 @@ def _emit_report(
                 f"{where}no node was probed ({view.completeness.text}): no settings to print"
             )
             return ExitCode.INCOMPLETE
+        try:
+            text = render_report(view, fmt)
+        except QemuError as exc:
+            if group is None:
+                raise
+            streams.error(f"{where}{exc}")
+            return ExitCode.INVALID_INPUT
         if view.settings.caveat is not None:
             streams.warning(f"{where}{view.settings.caveat}")
+        streams.write(header + (text or "") + ("\n" if group is not None else ""))
+        return view.exit_code
+    streams.write(header)
     _show(render_report(view, fmt), lambda console: print_report(view, console), streams)
+    if group is not None:
+        streams.write("\n")
     return view.exit_code
 
 
@@ -399,7 +411,7 @@ def probe_command(tries: Sequence[str], streams: Streams) -> Outcome:
 
     specs = []
     for text in tries:  # the probe takes plain VL bits; accept any vlcalc syntax and convert
-        parsed = parse_spec(text, source="--try") if text.strip() else None
-        specs.append("" if parsed is None else ",".join(str(vl) for vl in parsed.vls()))
+        parsed = parse_spec(text, source="--try")  # '' is refused, as for --vls: write none
+        specs.append(",".join(str(vl) for vl in parsed.vls()))
     streams.write(run_local(specs))
     return Outcome(ExitCode.OK)

@@ -97,6 +97,10 @@ def parse_cpu_props(text: str) -> tuple[str | None, dict[str, str]]:
         name, sep, value = part.partition("=")
         if not sep:
             raise QemuError(f"Expected key=value format, found {part}.")
+        if name == "sve" and name in props and props[name] != value:
+            # QEMU applies properties in order, and sve=on fails at once on a host without
+            # SVE even when a later sve=off would undo it: one value, or no guessing.
+            raise QemuError(f"sve given twice ({props[name]}, then {value}): give it once")
         props[name] = value
     check_props(props, model)
     return model, props
@@ -282,6 +286,13 @@ def pinned_set(props: Mapping[str, str]) -> VLSet | None:
             on, off = (on | bit, off & ~bit) if _is_on(value) else (on & ~bit, off | bit)
     if not on:
         return VLSet() if sve is False else None
+    if sve is False:  # QEMU refuses this on every host (resolve_kvm's last check)
+        max_vl = on.bit_length() * VQ_BITS
+        raise QemuError(
+            f"cannot enable sve{max_vl}",
+            "SVE must be enabled to enable vector lengths.",
+            "Add sve=on to the CPU property list.",
+        )
     below = (1 << on.bit_length()) - 1
     return VLSet(on) if (on | off) & below == below else None
 

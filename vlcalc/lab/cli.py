@@ -23,11 +23,11 @@ from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 from types import FrameType
-from typing import TextIO
+from typing import NoReturn, TextIO
 
 from vlcalc.errors import VlcalcError
 from vlcalc.lab import cluster, image
-from vlcalc.model import ExitCode
+from vlcalc.model import ExitCode, printable
 
 # vlcalc's one exit-code scheme: 1 would mean "the answer falls short", which a lab never says.
 EXIT_OK = ExitCode.OK
@@ -36,9 +36,17 @@ EXIT_USAGE = ExitCode.INVALID_INPUT
 EXIT_INTERRUPTED = ExitCode.INTERRUPTED
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with vlcalc's usage errors: one ``vlcalc: error:`` line, exit 2."""
+
+    def error(self, message: str) -> NoReturn:
+        sys.stderr.write(f"vlcalc: error: {printable(message)} (see '{self.prog} --help')\n")
+        raise SystemExit(EXIT_USAGE)
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="python -m vlcalc.lab",
+    parser = _Parser(
+        prog="vlcalc lab",
         description="Emulated arm64 KVM nodes for testing vlcalc.",
         epilog=__doc__.split("\n\n", 1)[1] if __doc__ else None,
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -151,7 +159,7 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
         print(f"vlcalc-lab: stopped {stopped} node(s)", file=sys.stderr)
         return EXIT_OK
     except VlcalcError as exc:
-        print(f"vlcalc-lab: error: {exc}", file=sys.stderr)
+        print(f"vlcalc: error: {printable(str(exc))}", file=sys.stderr)
         return EXIT_ERROR
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED
