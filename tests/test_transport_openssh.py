@@ -633,3 +633,49 @@ def _all_command_lines() -> str:
                 continue
             found.append(line)
     return "\n".join(found)
+
+
+# ---------------------------------------------------------------------- connection sharing
+
+
+def test_a_controlmaster_in_the_users_config_is_not_used(fleet: SSHFleet, tmp_path: Path) -> None:
+    """With ``ControlMaster auto`` + ``ControlPersist`` in the user's config, the first scan
+    would leave a master behind and the second would go through it (no host-key check, and
+    ssh logs no "Authenticated to": it was read as unreachable).  Both scans work, and no
+    control socket is ever made."""
+    sockets = tmp_path / "cm"
+    sockets.mkdir()
+    config = tmp_path / "ssh_config"
+    config.write_text(
+        f"Host *\n  ControlMaster auto\n  ControlPath {sockets}/%C\n  ControlPersist 30\n"
+    )
+    config.chmod(0o600)
+    inventory = write_inventory(fleet, tmp_path / "inv.yaml", ["a64fx-01"])
+    for _ in range(2):
+        result = vlcalc(
+            "scan", str(inventory), "--transport", "openssh", "--ssh-config", str(config),
+            "--known-hosts", str(fleet.known_hosts_path), "-f", "json",
+        )  # fmt: skip
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert kinds_of(json.loads(result.stdout)) == {"a64fx-01": None}
+    assert list(sockets.iterdir()) == []
+
+
+def test_ssh_config_dev_null_means_no_configuration(fleet: SSHFleet, tmp_path: Path) -> None:
+    """``--ssh-config /dev/null`` (no configuration, as with paramiko): ssh refuses to Include
+    a file others may write, so the generated config leaves the Include out."""
+    inventory = write_inventory(fleet, tmp_path / "inv.yaml", ["a64fx-01"])
+    result = vlcalc(
+        "scan", str(inventory), "--transport", "openssh", "--ssh-config", "/dev/null",
+        "--known-hosts", str(fleet.known_hosts_path), "-f", "json",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.mark.parametrize(
+    ("keyword", "value"), [("controlmaster", "auto"), ("controlpath", "/tmp/cm-%C")]
+)
+def test_inventory_connection_sharing_is_refused(keyword: str, value: str) -> None:
+    with pytest.raises(ConfigError, match="vlcalc does not share connections"):
+        check_target(Target("n", "h", ssh_options=((keyword, value),)), accept_new=False)
+    check_target(Target("n", "h", ssh_options=(("controlmaster", "no"),)), accept_new=False)

@@ -7,14 +7,16 @@ ssh_config options).  Same contract, documents and error kinds as the paramiko t
 max_stdout=1 << 20)`` runs::
 
     ssh -F GENERATED -E LOG -o LogLevel=DEBUG1 -T -o BatchMode=yes -o StrictHostKeyChecking=yes
-        [-o K=V from the inventory...] -o ConnectTimeout=N [-p PORT] [-l USER] [-i KEY]
-        -- HOST COMMAND
+        -o ControlMaster=no -o ControlPath=none [-o K=V from the inventory...]
+        -o ConnectTimeout=N [-p PORT] [-l USER] [-i KEY] -- HOST COMMAND
 
 with the probe on stdin, and returns its stdout, exit status and stderr tail.
 
 * ``GENERATED`` is a private ssh_config (mode 0600, in a temp directory removed by ``close``)
   that sets the policy first -- ``BatchMode yes``, ``StrictHostKeyChecking yes`` (``accept-new``
-  with ``accept_new``), and with ``known_hosts_path`` that file as the only known_hosts -- then
+  with ``accept_new``), no connection sharing (``ControlMaster no``, ``ControlPath none``: an
+  existing master would skip the host-key check, a new one would outlive vlcalc), and with
+  ``known_hosts_path`` that file as the only known_hosts -- then
   ``Include``-s the user's configuration (``ssh_config_path``, or ``~/.ssh/config`` and
   ``/etc/ssh/ssh_config`` as ssh would read them).  In ssh_config the first value wins, so the
   policy holds for every host, and ssh hands ``-F`` to the ``ssh -W`` children it starts for
@@ -356,6 +358,8 @@ def config_text(
     # written by vlcalc --transport openssh: its policy first, then the user's configuration
     BatchMode yes
     StrictHostKeyChecking yes
+    ControlMaster no
+    ControlPath none
     ConnectTimeout 10
     UserKnownHostsFile "/kh"
     GlobalKnownHostsFile /dev/null
@@ -365,6 +369,10 @@ def config_text(
         "# written by vlcalc --transport openssh: its policy first, then the user's configuration",
         "BatchMode yes",
         f"StrictHostKeyChecking {'accept-new' if accept_new else 'yes'}",
+        # No connection sharing: a master opened earlier (perhaps with other known_hosts) would
+        # skip vlcalc's host-key check, and one started here would outlive vlcalc.
+        "ControlMaster no",
+        "ControlPath none",
         f"ConnectTimeout {connect_timeout_s}",
     ]
     if known_hosts_path is not None:
@@ -373,7 +381,9 @@ def config_text(
             "GlobalKnownHostsFile /dev/null",
         ]
     if ssh_config_path is not None:
-        lines.append(f"Include {_config_quote(os.path.abspath(ssh_config_path))}")
+        if os.path.realpath(ssh_config_path) != os.devnull:  # "no configuration" (ssh would
+            # refuse to Include /dev/null: its mode is 0666)
+            lines.append(f"Include {_config_quote(os.path.abspath(ssh_config_path))}")
     else:
         # What ssh reads without -F.  ssh expands ~ from the password database, not $HOME.
         lines += [
@@ -399,7 +409,8 @@ def ssh_argv(
     ...          "python3 -", config_path="C", log_path="L", accept_new=False,
     ...          connect_timeout_s=10)  # doctest: +NORMALIZE_WHITESPACE
     ['ssh', '-F', 'C', '-E', 'L', '-o', 'LogLevel=DEBUG1', '-T', '-o', 'BatchMode=yes',
-     '-o', 'StrictHostKeyChecking=yes', '-o', 'proxyjump=b', '-o', 'ConnectTimeout=10',
+     '-o', 'StrictHostKeyChecking=yes', '-o', 'ControlMaster=no', '-o', 'ControlPath=none',
+     '-o', 'proxyjump=b', '-o', 'ConnectTimeout=10',
      '-p', '2222', '-l', 'ops', '--', '10.0.0.1', 'python3 -']
     """
     return [
@@ -417,6 +428,10 @@ def ssh_argv(
         "BatchMode=yes",
         "-o",
         f"StrictHostKeyChecking={'accept-new' if accept_new else 'yes'}",
+        "-o",
+        "ControlMaster=no",
+        "-o",
+        "ControlPath=none",
         *option_args(target.ssh_options),
         "-o",
         f"ConnectTimeout={connect_timeout_s}",
@@ -456,6 +471,8 @@ _REFUSED_OPTIONS = {
     "forkafterauthentication": ("no", "false"),
     "remotecommand": ("none",),
 }
+# Connection sharing (see config_text): refused with its own reason.
+_SHARING_OPTIONS = {"controlmaster": ("no", "false"), "controlpath": ("none",)}
 
 
 def check_target(target: Target, *, accept_new: bool) -> None:
@@ -481,6 +498,13 @@ def check_target(target: Target, *, accept_new: bool) -> None:
             raise ConfigError(
                 f"the inventory's ssh option StrictHostKeyChecking={value} would weaken host-key"
                 f" checking; vlcalc refuses it{hint}",
+                host=target.host,
+            )
+        allowed = _SHARING_OPTIONS.get(key)
+        if allowed is not None and setting not in allowed:
+            raise ConfigError(
+                f"the inventory's ssh option {keyword}={value} is refused: vlcalc does not share"
+                " connections (each node's is checked against vlcalc's host-key policy)",
                 host=target.host,
             )
         allowed = _REFUSED_OPTIONS.get(key)
