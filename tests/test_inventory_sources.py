@@ -303,7 +303,7 @@ def test_templates_vlcalc_cannot_render_refuse_the_host(value: str, problem: str
         ("ansible_ssh_extra_args: -F /etc/other", "ssh option -F"),
         (
             "ansible_connection: paramiko\n      ansible_ssh_common_args: -J b",
-            "options other than ProxyCommand, which Ansible's paramiko connection ignores",
+            "is set on a host with ansible_connection: paramiko, whose connection settings",
         ),
     ],
 )
@@ -371,11 +371,63 @@ def test_ssh_args_and_variables_first_wins() -> None:
     target = inv.hosts["n1"].target
     assert (target.port, target.user, target.key_file) == (22, "ops", "/k1")
     assert target.ssh_options == (
+        ("identityfile", "/k2"),  # ssh tries every IdentityFile, in order: /k1, then /k2
         ("proxyjump", "jump"),
         ("forwardagent", "no"),
-        ("identityfile", "/k2"),
         ("forwardagent", "yes"),
     )
+
+
+def test_ssh_args_come_before_the_variables() -> None:
+    """Ansible's command line is ssh_args, then -o Port/IdentityFile/User from the variables:
+    ssh keeps the first Port and User, so ansible_ssh_args beats ansible_port/ansible_user."""
+    inv = parse_inventory(
+        "kvm:\n  hosts:\n    n1:\n      ansible_port: 22\n      ansible_user: invuser\n"
+        "      ansible_private_key_file: /k2\n"
+        "      ansible_ssh_args: -o Port=2200 -o User=argsuser -i /k1\n",
+        "inv.yaml",
+    )
+    target = inv.hosts["n1"].target
+    assert (target.port, target.user, target.key_file) == (2200, "argsuser", "/k1")
+    assert target.ssh_options == (("identityfile", "/k2"),)
+
+
+@pytest.mark.parametrize(
+    ("variables", "problem"),
+    [
+        ("ansible_host: ops@10.0.0.1", "write the user in ansible_user"),
+        ("ansible_host: ssh://10.0.0.1:2222", "write the user in ansible_user"),
+        ("ansible_host: ''", "is empty"),
+        ("ansible_become: true\n      ansible_sudo_exe: /opt/sudo", "another become executable"),
+        ("ansible_become: true\n      ansible_sudo_flags: -E", "become flags"),
+        (
+            "ansible_connection: paramiko\n      ansible_paramiko_host: 10.9.9.9",
+            "whose connection settings vlcalc does not model",
+        ),
+        (
+            "net: {a: '{{ inventory_hostname }}.x'}\n      ansible_host: '{{ net.a }}'",
+            "it gives another template",
+        ),
+        ("ansible_user: '{{ none }}'", "it gives no value (None)"),
+        ("ansible_host: \"{{ 'a'.ljust(2**62) }}\"", "a size above 65536"),
+        ("ansible_host: \"{{ 'a' | center(10**9) }}\"", "a size above 65536"),
+        ("ansible_host: \"{{ '%*s' % (10**9, 'a') }}\"", "a size above 65536"),
+    ],
+)
+def test_connection_values_vlcalc_would_misread_refuse_the_host(
+    variables: str, problem: str
+) -> None:
+    inv = parse_inventory(f"kvm:\n  hosts:\n    n1:\n      {variables}\n", "inv.yaml")
+    refusal = inv.hosts["n1"].refusal
+    assert refusal is not None and problem in refusal.message, refusal
+
+
+def test_ansible_sudo_user_is_the_become_user() -> None:
+    inv = parse_inventory(
+        "kvm:\n  hosts:\n    n1:\n      ansible_become: true\n      ansible_sudo_user: bob\n",
+        "inv.yaml",
+    )
+    assert inv.hosts["n1"].target.become_user == "bob"
 
 
 # ----------------------------------------------------------------------------------------------

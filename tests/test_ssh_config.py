@@ -666,7 +666,8 @@ def test_match_exec_runs_with_the_values_so_far(tmp_path: Path) -> None:
     config = Config([parse_text(text, "cfg", local)], local)
     commands: list[str] = []
     options = evaluate(config, Query("n1"), match_exec=lambda c: commands.append(c) or True)
-    assert commands == ["check real.example n1 22 app ops"]
+    # %h as written (ssh -G runs `check Real.Example ...`): lower-cased only to match patterns.
+    assert commands == ["check Real.Example n1 22 app ops"]
     assert resolve_options(options, local).port == 2222
 
 
@@ -677,3 +678,20 @@ def test_a_match_exec_that_outlives_the_deadline_is_an_error(tmp_path: Path) -> 
     config = Config([parse_text("Match exec 'sleep 5'\n  Port 2\n", "cfg", local)], local)
     with pytest.raises(ConfigError, match=r"did not finish within 0\.2 s"):
         evaluate(config, Query("n1"), exec_timeout_s=0.2)
+
+
+@needs_ssh
+@pytest.mark.parametrize(
+    "line",
+    ['User ""', 'HostName ""', 'IdentityFile ""', 'HostKeyAlias ""', 'UserKnownHostsFile a ""'],
+)
+def test_an_empty_argument_refuses_the_config_as_ssh_does(tmp_path: Path, line: str) -> None:
+    """``User ""`` is not "no user" (falling back to the local one): ssh refuses the file."""
+    config = tmp_path / "cfg"
+    config.write_text(f"Host *\n  {line}\n")
+    ssh = subprocess.run(
+        [str(SSH), "-G", "-F", str(config), "n1"], capture_output=True, text=True, check=False
+    )
+    assert ssh.returncode == 255 and "line 2" in ssh.stderr
+    with pytest.raises(ConfigError, match="line 2: Missing argument"):
+        parse_text(config.read_text(), str(config), local_for(tmp_path))

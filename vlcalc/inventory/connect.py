@@ -20,6 +20,7 @@ from __future__ import annotations
 import functools
 import operator
 import shlex
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from vlcalc.errors import InventoryError
@@ -72,7 +73,19 @@ _UNSUPPORTED_BECOME = {
     "ansible_become_exe": "another become executable",
     "ansible_become_flags": "become flags",
     "ansible_sudo_pass": "a become password",
+    "ansible_sudo_exe": "another become executable",
+    "ansible_sudo_flags": "become flags",
 }
+_SSH_ARGS = ("ansible_ssh_args", "ansible_ssh_common_args", "ansible_ssh_extra_args")
+_PARAMIKO_ONLY = (
+    "ansible_paramiko_host",
+    "ansible_paramiko_port",
+    "ansible_paramiko_user",
+    "ansible_paramiko_private_key_file",
+    "ansible_paramiko_proxy_command",
+    "ansible_paramiko_pass",
+    "ansible_paramiko_password",
+)
 
 # Caps on templates (hostile input): the text, the result, the chain of variables one template
 # may pull in, and the size of a string or list that "*" may build.
@@ -88,9 +101,12 @@ def _environment() -> jinja2.sandbox.ImmutableSandboxedEnvironment:
     import jinja2.sandbox
 
     class Environment(jinja2.sandbox.ImmutableSandboxedEnvironment):
-        intercepted_binops = frozenset(("*", "**"))
+        intercepted_binops = frozenset(("*", "**", "%"))
 
         def call_binop(self, context: Any, operator_name: str, left: Any, right: Any) -> Any:
+            if operator_name == "%":  # '%*s' % (10**9, 'a')
+                _check_sizes(right if isinstance(right, tuple) else (right,), {})
+                return operator.mod(left, right)
             if operator_name == "**":
                 if isinstance(right, (int, float)) and abs(right) > 64:
                     raise jinja2.exceptions.SecurityError("'**' with an exponent above 64")
@@ -106,7 +122,32 @@ def _environment() -> jinja2.sandbox.ImmutableSandboxedEnvironment:
                     )
             return operator.mul(left, right)
 
-    return Environment(undefined=jinja2.StrictUndefined, autoescape=False)
+        def call(__self, __context: Any, __obj: Any, *args: Any, **kwargs: Any) -> Any:
+            _check_sizes(args, kwargs)  # 'a'.ljust(2**40), 'x'.center(...), lipsum(10**9)
+            return super().call(__context, __obj, *args, **kwargs)
+
+    environment = Environment(undefined=jinja2.StrictUndefined, autoescape=False)
+    environment.filters = {  # center(10**9), indent(10**9), format, ...: the same cap
+        name: _guarded(function) for name, function in environment.filters.items()
+    }
+    return environment
+
+
+def _check_sizes(args: Sequence[Any], kwargs: dict[str, Any]) -> None:
+    import jinja2.exceptions
+
+    for value in (*args, *kwargs.values()):
+        if isinstance(value, int) and not isinstance(value, bool) and value > _MAX_PRODUCT:
+            raise jinja2.exceptions.SecurityError(f"a size above {_MAX_PRODUCT} ({value})")
+
+
+def _guarded(function: Any) -> Any:
+    @functools.wraps(function)  # keeps Jinja2's pass_context/pass_environment marks
+    def guarded(*args: Any, **kwargs: Any) -> Any:
+        _check_sizes(args, kwargs)
+        return function(*args, **kwargs)
+
+    return guarded
 
 
 @functools.lru_cache(maxsize=1024)
@@ -196,8 +237,17 @@ class _Vars:
             ) from exc
         except (jinja2.TemplateError, ArithmeticError, TypeError, ValueError) as exc:
             raise _Refused(name, f"{why}: {_one_line(str(exc))}; {_WAY_OUT_ANSIBLE}") from exc
+        except MemoryError:
+            raise _Refused(name, f"{why}: it needs too much memory") from None
         if len(result) > MAX_TEMPLATE_CHARS:
             raise _Refused(name, f"{why}: the result is too long")
+        if any(marker in result for marker in _TEMPLATE_MARKERS):
+            # A template inside a list or dict (Ansible renders those too; vlcalc does not).
+            raise _Refused(
+                name, f"{why}: it gives another template ({_short(result)}); {_WAY_OUT_ANSIBLE}"
+            )
+        if result == "None":  # Ansible: no value (e.g. "{{ none }}"), not the text "None"
+            raise _Refused(name, f"{why}: it gives no value (None); {_WAY_OUT_ANSIBLE}")
         return result
 
     def pick(self, *names: str) -> tuple[str, Any]:
@@ -299,51 +349,84 @@ def _target(read: _Vars) -> Target:
         for name, what in _UNSUPPORTED_BECOME.items():
             if read.variables.get(name) is not None:
                 raise _Refused(name, f"is set: vlcalc does not support {what}; {_WAY_OUT_ANSIBLE}")
-    port = read.port()
-    user = read.text("ansible_user", "ansible_ssh_user")
-    key_file = read.text("ansible_private_key_file", "ansible_ssh_private_key_file")
-    options: list[tuple[str, str]] = []
-    if transport == "ssh":
-        # Ansible's ssh command line: ssh_args, then -o Port/IdentityFile/User from the variables
-        # above, then ssh_common_args and ssh_extra_args; ssh keeps the first value of each option.
-        for name in ("ansible_ssh_args", "ansible_ssh_common_args", "ansible_ssh_extra_args"):
-            text = read.text(name)
-            if text is None:
-                continue
-            try:
-                parsed = parse_ssh_args(text, ignore_sharing=name == "ansible_ssh_args")
-            except ValueError as exc:
-                raise _Refused(name, f"{exc}; {_WAY_OUT_OPENSSH}") from None
-            paramiko = connection in ("paramiko", "paramiko_ssh", "ansible.builtin.paramiko_ssh")
-            if paramiko and any(keyword != "proxycommand" for keyword, _ in parsed):
-                # Ansible's paramiko connection takes only ProxyCommand from these and ignores
-                # the rest: honouring them would connect elsewhere, ignoring them silently too.
+    paramiko = connection in ("paramiko", "paramiko_ssh", "ansible.builtin.paramiko_ssh")
+    if paramiko:
+        for name in (*_PARAMIKO_ONLY, *_SSH_ARGS):
+            if read.variables.get(name) is not None:
+                # Ansible's paramiko plugin reads its own variables (ansible_paramiko_host, ...)
+                # and, depending on the version, some of the ssh arguments (2.19: none of them).
                 raise _Refused(
                     name,
-                    "has options other than ProxyCommand, which Ansible's paramiko connection "
-                    "ignores: remove them, or use ansible_connection: ssh",
+                    "is set on a host with ansible_connection: paramiko, whose connection "
+                    "settings vlcalc does not model: use ansible_connection: ssh, or "
+                    + _WAY_OUT_ANSIBLE,
                 )
-            for keyword, value in parsed:
-                if keyword == "port":
-                    port = port or _ssh_port(name, value)
-                elif keyword == "user":
-                    user = user or value
-                elif keyword == "identityfile" and key_file is None:
-                    key_file = value
-                else:
-                    options.append((keyword, value))
+    # Ansible's ssh command line: ssh_args, then -o Port/IdentityFile/User from the variables,
+    # then ssh_common_args and ssh_extra_args.  ssh keeps the first Port and User it is given
+    # and tries every IdentityFile in order.
+    port: int | None = None
+    user: str | None = None
+    keys: list[str] = []
+    options: list[tuple[str, str]] = []
+
+    def apply(name: str, parsed: Sequence[tuple[str, str]]) -> None:
+        nonlocal port, user
+        for keyword, value in parsed:
+            if keyword == "port":
+                port = port or _ssh_port(name, value)
+            elif keyword == "user":
+                user = user or value
+            elif keyword == "identityfile":
+                keys.append(value)
+            else:
+                options.append((keyword, value))
+
+    def ssh_args(name: str) -> None:
+        text = read.text(name) if transport == "ssh" else None
+        if text is None:
+            return
+        try:
+            parsed = parse_ssh_args(text, ignore_sharing=name == "ansible_ssh_args")
+        except ValueError as exc:
+            raise _Refused(name, f"{exc}; {_WAY_OUT_OPENSSH}") from None
+        apply(name, parsed)
+
+    ssh_args("ansible_ssh_args")
+    port_variable = read.port()  # read (and checked) even when ssh_args named the port first
+    user_variable = read.text("ansible_user", "ansible_ssh_user")
+    port, user = port or port_variable, user or user_variable
+    key_file = read.text("ansible_private_key_file", "ansible_ssh_private_key_file")
+    if key_file is not None:
+        keys.append(key_file)
+    ssh_args("ansible_ssh_common_args")
+    ssh_args("ansible_ssh_extra_args")
+    host_name, _ = read.pick("ansible_host", "ansible_ssh_host")
+    host = read.text("ansible_host", "ansible_ssh_host")
+    if host is not None:
+        _check_host(host_name, host)
     return Target(
         name=read.host,
-        host=read.text("ansible_host", "ansible_ssh_host") or read.host,
+        host=host or read.host,
         port=port,
         user=user,
-        key_file=key_file,
+        key_file=keys[0] if keys else None,
         connection=transport,
         python=python,
         become=become,
-        become_user=read.text("ansible_become_user"),
-        ssh_options=tuple(options),
+        become_user=read.text("ansible_become_user", "ansible_sudo_user"),
+        ssh_options=(*(("identityfile", key) for key in keys[1:]), *options),
     )
+
+
+def _check_host(name: str, host: str) -> None:
+    """ssh would read ``user@host`` and ``ssh://host:port`` as more than a host name."""
+    if not host.strip():
+        raise _Refused(name, "is empty: name the address to connect to")
+    if "@" in host or host.startswith("ssh://"):
+        raise _Refused(
+            name,
+            f"is {host!r}: write the user in ansible_user and the port in ansible_port",
+        )
 
 
 def _ssh_port(name: str, value: str) -> int:

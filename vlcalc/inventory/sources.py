@@ -32,6 +32,7 @@ from vlcalc.inventory.graph import (
 )
 from vlcalc.inventory.ini import parse_ini
 from vlcalc.inventory.yamlfile import load_yaml
+from vlcalc.model import file_kind
 
 __all__ = [
     "MAX_DIRECTORY_DEPTH",
@@ -377,6 +378,10 @@ def load_inventory(
         builder.source = ",".join(map(str, paths))
         return builder.resolve(make_target)
     source = str(path)
+    if not source:  # Path("") is ".": an unset shell variable must not read this directory
+        raise InventoryError(
+            "an empty path: name the inventory ('.' for this directory)", source="''"
+        )
     if source == _STDIN:
         if stdin is None:
             raise InventoryError("no standard input to read the inventory from", source=source)
@@ -409,7 +414,7 @@ def read_file(path: Path) -> bytes:
         if stat.S_ISDIR(mode):
             raise InventoryError("is a directory, not an inventory file", source=source)
         if not stat.S_ISREG(mode):
-            raise InventoryError(f"not a regular file ({_file_kind(mode)})", source=source)
+            raise InventoryError(f"not a regular file ({file_kind(mode)})", source=source)
         with os.fdopen(fd, "rb", closefd=False) as file:
             data = file.read(MAX_INVENTORY_BYTES + 1)
     except OSError as exc:
@@ -426,16 +431,6 @@ def _decode(data: bytes, source: str) -> str:
         return data.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise InventoryError(f"not UTF-8 text: {exc.reason}", source=source) from exc
-
-
-def _file_kind(mode: int) -> str:
-    kinds = (
-        (stat.S_ISFIFO, "a FIFO"),
-        (stat.S_ISCHR, "a character device"),
-        (stat.S_ISBLK, "a block device"),
-        (stat.S_ISSOCK, "a socket"),
-    )
-    return next((name for test, name in kinds if test(mode)), "a special file")
 
 
 def run_script(path: Path, timeout: float = MAX_SCRIPT_SECONDS) -> str:

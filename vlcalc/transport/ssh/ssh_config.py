@@ -294,6 +294,8 @@ def _validate(line: Line, ignore_unknown: Sequence[str]) -> None:
         if text.lower() != "none" and not all(valid_jump(part) for part in text.split(",")):
             raise ConfigError(f'{where}: Invalid ProxyJump "{text}"', path=line.source)
         return
+    if "" in args:  # `User ""`: ssh refuses the whole config (only ProxyJump/-Command may be)
+        raise ConfigError(f"{where}: Missing argument.", path=line.source)
     if keyword == "port" and not _valid_port(value):
         raise ConfigError(f"{where}: Bad port '{value}'.", path=line.source)
     if keyword == "connecttimeout" and value.lower() != "none" and convtime(value) is None:
@@ -810,10 +812,12 @@ def _option_line(keyword: str, value: str, number: int) -> Line | None:
 def token_values(state: _State) -> dict[str, str]:
     """Tokens for ``Match exec`` (the values so far)."""
     options, query, local = state.options, state.query, state.local
-    host = _host_for_match(state).lower()
+    host = _host_for_match(state)
     port = options.first("port") or "22"
     user = _current_user(state)
-    return _tokens(local, host, query.host, port, user, options.first("hostkeyalias"))
+    tokens = _tokens(local, host.lower(), query.host, port, user, options.first("hostkeyalias"))
+    tokens["h"] = host  # as written: ssh lower-cases it only to match Host/Match host patterns
+    return tokens
 
 
 def _tokens(
