@@ -461,18 +461,23 @@ def endpoint_args(port: int | None, user: str | None, key_file: str | None) -> l
     return args
 
 
-# Inventory options that would make ssh prompt, trust any host key, or take the probe's stdin or
-# command away: refused (with why), never passed and never ignored silently.
-_REFUSED_OPTIONS = {
-    "batchmode": ("yes", "true"),
-    "requesttty": ("no", "false"),
-    "stdinnull": ("no", "false"),
-    "sessiontype": ("default",),
-    "forkafterauthentication": ("no", "false"),
-    "remotecommand": ("none",),
+# Inventory options that would make ssh prompt, trust any host key, take the probe's stdin or
+# command away, or share connections (see config_text): refused (with why), never passed and
+# never ignored silently.  Keyword -> (the values allowed, why the others are refused).
+_NO_PROMPT = "vlcalc runs ssh without prompts or a terminal, with the probe on stdin"
+_NO_SHARING = (
+    "vlcalc does not share connections (each node's is checked against vlcalc's host-key policy)"
+)
+_REFUSED_OPTIONS: dict[str, tuple[tuple[str, ...], str]] = {
+    "batchmode": (("yes", "true"), _NO_PROMPT),
+    "requesttty": (("no", "false"), _NO_PROMPT),
+    "stdinnull": (("no", "false"), _NO_PROMPT),
+    "sessiontype": (("default",), _NO_PROMPT),
+    "forkafterauthentication": (("no", "false"), _NO_PROMPT),
+    "remotecommand": (("none",), _NO_PROMPT),
+    "controlmaster": (("no", "false"), _NO_SHARING),
+    "controlpath": (("none",), _NO_SHARING),
 }
-# Connection sharing (see config_text): refused with its own reason.
-_SHARING_OPTIONS = {"controlmaster": ("no", "false"), "controlpath": ("none",)}
 
 
 def check_target(target: Target, *, accept_new: bool) -> None:
@@ -500,19 +505,10 @@ def check_target(target: Target, *, accept_new: bool) -> None:
                 f" checking; vlcalc refuses it{hint}",
                 host=target.host,
             )
-        allowed = _SHARING_OPTIONS.get(key)
+        allowed, why = _REFUSED_OPTIONS.get(key, (None, ""))
         if allowed is not None and setting not in allowed:
             raise ConfigError(
-                f"the inventory's ssh option {keyword}={value} is refused: vlcalc does not share"
-                " connections (each node's is checked against vlcalc's host-key policy)",
-                host=target.host,
-            )
-        allowed = _REFUSED_OPTIONS.get(key)
-        if allowed is not None and setting not in allowed:
-            raise ConfigError(
-                f"the inventory's ssh option {keyword}={value} is refused: vlcalc runs ssh"
-                " without prompts or a terminal, with the probe on stdin",
-                host=target.host,
+                f"the inventory's ssh option {keyword}={value} is refused: {why}", host=target.host
             )
 
 
