@@ -679,3 +679,35 @@ def test_inventory_connection_sharing_is_refused(keyword: str, value: str) -> No
     with pytest.raises(ConfigError, match="vlcalc does not share connections"):
         check_target(Target("n", "h", ssh_options=((keyword, value),)), accept_new=False)
     check_target(Target("n", "h", ssh_options=(("controlmaster", "no"),)), accept_new=False)
+
+
+def test_a_paramiko_connection_host_reads_no_ssh_config(fleet: SSHFleet, tmp_path: Path) -> None:
+    """Ansible's paramiko plugin never reads ssh_config: a ``User`` there does not apply to
+    such a host (it logs in as the local user, here the fleet's), while an ssh-connection host
+    takes it (and is refused by the node).  --transport openssh cannot leave the config out:
+    the host is refused, not connected differently."""
+    config = tmp_path / "ssh_config"
+    config.write_text("Host 127.0.0.1\n  User nobody-such\n")
+    config.chmod(0o600)
+    lines = [
+        "all:",
+        "  vars:",
+        f"    ansible_ssh_private_key_file: {fleet.user_key_path}",
+        "    ansible_host: 127.0.0.1",
+        f"    ansible_port: {fleet.node('a64fx-01').port}",
+        "  hosts:",
+        "    via-paramiko:",
+        "      ansible_connection: paramiko",
+        "    via-ssh:",
+    ]
+    inventory = tmp_path / "inv.yaml"
+    inventory.write_text("\n".join(lines) + "\n")
+    common = ["--ssh-config", str(config), "--known-hosts", str(fleet.known_hosts_path)]
+    result = vlcalc("scan", str(inventory), *common, "--retries", "0", "-f", "json")
+    assert kinds_of(json.loads(result.stdout)) == {"via-paramiko": None, "via-ssh": "auth-failed"}
+    refused = vlcalc(
+        "scan", str(inventory), *common, "--transport", "openssh", "-l", "via-paramiko", "-f",
+        "json",
+    )  # fmt: skip
+    node = json.loads(refused.stdout)["nodes"][0]
+    assert "scan this host without --transport openssh" in node["error"]["message"]

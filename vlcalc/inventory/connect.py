@@ -415,6 +415,7 @@ def _target(read: _Vars) -> Target:
         become=become,
         become_user=read.text("ansible_become_user", "ansible_sudo_user"),
         ssh_options=(*(("identityfile", key) for key in keys[1:]), *options),
+        read_ssh_config=not paramiko,  # Ansible's paramiko plugin reads no ssh_config
     )
 
 

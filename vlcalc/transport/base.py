@@ -39,6 +39,9 @@ class Target:
     # (lower-cased ssh_config keyword, value): ``(("proxyjump", "bastion"),)``.  Like ``ssh -o``
     # they override ~/.ssh/config; for a keyword given twice, the first wins (as in ssh).
     ssh_options: tuple[tuple[str, str], ...] = ()
+    # False for Ansible's paramiko connection, which reads no ssh_config at all: neither
+    # ~/.ssh/config nor --ssh-config applies to the host (its defaults: port 22, the local user).
+    read_ssh_config: bool = True
 
 
 @dataclass(frozen=True)

@@ -491,6 +491,12 @@ def check_target(target: Target, *, accept_new: bool) -> None:
     """
     if not target.host:
         raise ConfigError("empty host name", host=target.host)
+    if not target.read_ssh_config:
+        raise ConfigError(
+            "ansible_connection: paramiko reads no ssh_config, and the system ssh always does:"
+            " scan this host without --transport openssh",
+            host=target.host,
+        )
     for name, value in (("host", target.host), ("user", target.user or "")):
         if value.startswith("-"):  # ssh would read it as an option
             raise ConfigError(f"{name} {value!r} starts with '-'; refused", host=target.host)

@@ -101,6 +101,7 @@ class SSHTransport:
                 target.key_file,
                 ssh_options=target.ssh_options,
                 attempt=attempt,
+                read_config=target.read_ssh_config,
             )
             self._check_route(endpoint, attempt)
             client = self._connect_with_retries(endpoint, attempt)
@@ -164,9 +165,11 @@ class SSHTransport:
         *,
         ssh_options: tuple[tuple[str, str], ...] = (),
         attempt: Attempt | None = None,
+        read_config: bool = True,
     ) -> Endpoint:
+        config = self._ssh_config()
         return resolve(
-            self._ssh_config(),
+            config if read_config else Config([], config.local),
             host,
             port,
             user,
