@@ -72,6 +72,7 @@ BEHAVIOURS = (
     "echo-stdin",  # print stdin back (no sha256 check), exit 0
     "ok-ignore-stdin",  # do not read stdin: print the node's document, exit 0 (ansible -m raw)
     "ok-slow",  # like ok, but sleep ``delay_s`` first (a probe that takes time on a real node)
+    "killed",  # check stdin, print half a document, then die of SIGKILL (no exit status)
 )
 
 #: ``kind`` of a node: a real sshd, a TCP listener that never speaks SSH, a TCP listener that
@@ -107,6 +108,7 @@ case "$mode" in
   fail) cat "$d/stderr" >&2; exit "$(cat "$d/exit_status")" ;;
   garbage) echo "Traceback (most recent call last): this is not JSON {" ;;
   oversized) head -c "$(cat "$d/oversized_bytes")" /dev/zero ;;
+  killed) printf '{"schema": '; kill -9 $$ ;;
   *) echo "sshfleet: unknown mode $mode" >&2; exit 99 ;;
 esac
 """

@@ -170,3 +170,24 @@ def test_stop_event_returns_promptly_with_interrupted_nodes() -> None:
 def test_save_into_a_missing_directory_is_an_input_error(tmp_path: Path) -> None:
     with pytest.raises(InputError, match="cannot write"):
         save_atomically(str(tmp_path / "no" / "scan.json"), {"a": 1})
+
+
+@pytest.mark.parametrize(
+    ("become", "status", "stdout", "stderr", "kind", "start"),
+    [
+        (True, 127, b"", b"sh: 1: sudo: not found", "sudo-failed", "sudo is not installed"),
+        (True, 1, b"", b"sudo: python3: command not found", "no-python", "'python3' was not"),
+        (False, 0, b"", b"", "bad-output", "the node printed nothing (exit 0)"),
+        (False, -1, b"", b"", "probe-failed", "the probe ended without an exit status"),
+    ],
+)
+def test_what_a_node_answered_is_named_right(
+    become: bool, status: int, stdout: bytes, stderr: bytes, kind: str, start: str
+) -> None:
+    from vlcalc.answer import interpret
+    from vlcalc.errors import NodeError
+    from vlcalc.transport.base import RunResult, Target
+
+    with pytest.raises(NodeError) as caught:
+        interpret(Target("n1", "n1", become=become), RunResult(status, stdout, stderr))
+    assert caught.value.kind.value == kind and caught.value.message.startswith(start)

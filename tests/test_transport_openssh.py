@@ -78,6 +78,7 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SSHFleet]:
         NodeSpec("needs-password", behaviour="sudo-fail"),
         NodeSpec("no-python", behaviour="no-python"),
         NodeSpec("echo", behaviour="echo-stdin"),
+        NodeSpec("killed", behaviour="killed"),
     ]
     with SSHFleet(
         tmp_path_factory.mktemp("fleet"), specs, expected_stdin=PROBE, bastion=True
@@ -711,3 +712,18 @@ def test_a_paramiko_connection_host_reads_no_ssh_config(fleet: SSHFleet, tmp_pat
     )  # fmt: skip
     node = json.loads(refused.stdout)["nodes"][0]
     assert "scan this host without --transport openssh" in node["error"]["message"]
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_a_probe_killed_by_a_signal_is_probe_failed(
+    fleet: SSHFleet, tmp_path: Path, transport: str
+) -> None:
+    """sshd sends exit-signal and no exit status: not a lost connection, and not "status -1"."""
+    inventory = write_inventory(fleet, tmp_path / "inv.yaml", ["killed"])
+    result = vlcalc(
+        "scan", str(inventory), "--transport", transport, "--known-hosts",
+        str(fleet.known_hosts_path), "--retries", "0", "-f", "json",
+    )  # fmt: skip
+    error = json.loads(result.stdout)["nodes"][0]["error"]
+    assert error["kind"] == "probe-failed", error
+    assert error["message"].startswith("the probe ended without an exit status (killed by a signal")

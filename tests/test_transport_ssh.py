@@ -1155,3 +1155,54 @@ def test_connect_timeout_of_ssh_config_limits_the_connect(fleet: SSHFleet, tmp_p
         error = node_error(t, "slow", "timeout", timeouts=timeouts)
     assert isinstance(error, NodeTimeoutError) and error.limit_s == 1
     assert time.monotonic() - started < 3
+
+
+def test_known_hosts_patterns_match_as_openssh(tmp_path: Path) -> None:
+    """Only ``*`` and ``?`` are wildcards (``[...]`` is a literal: ``[host]:port``), and a
+    ``!negated`` pattern that matches takes the whole line away (OpenSSH's match_hostname)."""
+    import base64
+
+    a, b, c = (
+        base64.b64encode(b"\0\0\0\x0bssh-ed25519" + bytes([n]) * 36).decode() for n in (1, 2, 3)
+    )
+    path = tmp_path / "known_hosts"
+    path.write_text(
+        f"*.lab,!bad.lab ssh-ed25519 {a}\n[127.0.0.1]:* ssh-ed25519 {b}\n[a-z]x ssh-ed25519 {c}\n"
+    )
+    index = KnownHostsFile.load(str(path))
+    assert [blob for _, blob in index.lookup("good.lab")] == [base64.b64decode(a)]
+    assert index.lookup("bad.lab") == []
+    assert [blob for _, blob in index.lookup("[127.0.0.1]:2222")] == [base64.b64decode(b)]
+    assert index.lookup("ax") == []
+    assert [blob for _, blob in index.lookup("[a-z]x")] == [base64.b64decode(c)]
+
+
+@ssh
+def test_a_host_known_under_another_key_type_has_a_changed_key(
+    fleet: SSHFleet, tmp_path: Path
+) -> None:
+    """As OpenSSH: the server offers none of the known types, so its key changed; --accept-new
+    must not add a second key type next to the known one."""
+    import base64
+
+    rsa = paramiko.RSAKey.generate(2048)
+    known = tmp_path / "known_hosts"
+    blob = base64.b64encode(rsa.asbytes()).decode()
+    line = f"[127.0.0.1]:{fleet.node('unknown').port} ssh-rsa {blob}\n"
+    known.write_text(line)
+    with SSHTransport(fleet.ssh_config_path, known, accept_new=True, use_agent=False) as t:
+        changed = node_error(t, "unknown", "host-key-changed")
+    assert changed.expected_fingerprints == (str(rsa.fingerprint),)  # type: ignore[attr-defined]
+    assert known.read_text() == line
+
+
+@ssh
+def test_accept_new_that_cannot_write_known_hosts_is_one_node_error(
+    fleet: SSHFleet, tmp_path: Path
+) -> None:
+    (tmp_path / "file").write_text("")
+    known = tmp_path / "file" / "known_hosts"  # under a regular file: cannot be created
+    with SSHTransport(fleet.ssh_config_path, known, accept_new=True, use_agent=False) as t:
+        failure = node_error(t, "unknown", "unreachable")
+    assert failure.message.startswith("--accept-new cannot add the host key of [127.0.0.1]:")
+    assert failure.message.endswith("the node was not probed")

@@ -23,9 +23,8 @@ _SUDO_FAILURES = (
     "is not in the sudoers",
     "may not run sudo",
     "not allowed to execute",
-    "sudo: command not found",
-    "sudo: not found",
 )
+_NO_SUDO = ("sudo: command not found", "sudo: not found")
 
 
 def interpret(target: Target, result: RunResult) -> dict[str, Any]:
@@ -38,6 +37,13 @@ def interpret(target: Target, result: RunResult) -> dict[str, Any]:
     tail = printable(stderr[-300:])
     if result.exit_status != 0:
         lowered = stderr.lower()
+        if target.become and any(text in lowered for text in _NO_SUDO):
+            raise NodeError(
+                ErrorKind.SUDO_FAILED,
+                f"sudo is not installed on the node: {tail}; install it, or add the user to "
+                "group kvm and drop become",
+                node=target.name,
+            )
         if target.become and any(text in lowered for text in _SUDO_FAILURES):
             raise NodeError(
                 ErrorKind.SUDO_FAILED,
@@ -46,16 +52,32 @@ def interpret(target: Target, result: RunResult) -> dict[str, Any]:
                 "become",
                 node=target.name,
             )
-        if result.exit_status == 127 or "python3: not found" in lowered:
+        python = target.python.lower()
+        if (
+            result.exit_status == 127
+            or f"{python}: not found" in lowered
+            or f"{python}: command not found" in lowered  # sudo's own words
+        ):
             raise NodeError(
                 ErrorKind.NO_PYTHON,
                 f"'{target.python}' was not found on the node (exit {result.exit_status}); "
                 "install python3 or set ansible_python_interpreter",
                 node=target.name,
             )
+        ended = (
+            "ended without an exit status (killed by a signal, or the session was cut)"
+            if result.exit_status < 0
+            else f"exited with status {result.exit_status}"
+        )
         raise NodeError(
             ErrorKind.PROBE_FAILED,
-            f"the probe exited with status {result.exit_status}: {tail or 'no error output'}",
+            f"the probe {ended}: {tail or 'no error output'}",
+            node=target.name,
+        )
+    if not result.stdout.strip():
+        raise NodeError(
+            ErrorKind.BAD_OUTPUT,
+            f"the node printed nothing (exit 0): {tail or 'no error output'}",
             node=target.name,
         )
     if len(result.stdout) > MAX_PROBE_OUTPUT:  # a transport caps it already; Ansible does not

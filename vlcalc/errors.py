@@ -242,15 +242,14 @@ class HostKeyError(NodeError):
 
 
 class HostKeyUnknownError(HostKeyError):
-    """known_hosts has no key of this type for the host.  ``known_types`` are the key types it
-    does have (often none)."""
+    """known_hosts has no key for the host."""
 
     error_kind = ErrorKind.HOST_KEY_UNKNOWN
 
 
 class HostKeyChangedError(HostKeyError):
-    """known_hosts has a different key of the same type: ``expected_fingerprints`` (for a
-    ``@revoked`` key: none)."""
+    """known_hosts has other keys for the host, of any type (OpenSSH's rule: the server offered
+    none of them): ``expected_fingerprints`` (for a ``@revoked`` key: none)."""
 
 
 class HostKeyRevokedError(HostKeyChangedError):

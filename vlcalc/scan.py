@@ -101,7 +101,9 @@ def scan_host(transport: Transport, host: Host, options: ScanOptions) -> ScanEnt
             max_stdout=options.max_output,
         )
     except NodeError as exc:
-        record = error_node(host.name, exc.kind, exc.message, groups=host.groups)
+        # printable: the message may quote the node (an SSH banner, ssh's log): --save keeps
+        # it, and `jq -r` on that file must not replay escape sequences.
+        record = error_node(host.name, exc.kind, printable(exc.message), groups=host.groups)
         return ScanEntry(host, record, None, (time.monotonic() - start) * 1000)
     record, probe = record_answer(target, result, groups=host.groups)
     return ScanEntry(host, record, probe, (time.monotonic() - start) * 1000)

@@ -338,6 +338,8 @@ class OpenSSHTransport:
         )
         if failure is not None:
             raise failure
+        if status == 255 and killed_by_signal(log):
+            status = -1  # no exit status, as the paramiko transport reports it
         return RunResult(exit_status=status, stdout=stdout, stderr_tail=stderr[-STDERR_TAIL_BYTES:])
 
 
@@ -602,6 +604,14 @@ _DENIED = re.compile(r"^(\S*): Permission denied \(([^)]*)\)\.", re.M)
 _CONNECT = re.compile(r"^ssh: connect to host (\S+) port (\d+): (.+)$", re.M)
 _RESOLVE = re.compile(r"^ssh: Could not resolve hostname (\S+): (.+)$", re.M)
 _EXIT_STATUS = re.compile(r"^debug1: Exit status (-?\d+)\s*$", re.M)
+
+
+def killed_by_signal(log: str) -> bool:
+    """The remote command died of a signal: sshd sent exit-signal, no exit status (ssh then
+    exits 255 and logs ``Exit status -1``)."""
+    return "rtype exit-signal " in log and _EXIT_STATUS.findall(log)[-1:] == ["-1"]
+
+
 _JUMP_LOOP = re.compile(r"^jumphost loop via (\S+)", re.M)
 
 # ssh's words for a failed connect, and the errno each stands for (the data ConnectError keeps).
@@ -641,7 +651,7 @@ def classify(
     host, port = resolved.hostname, resolved.port
     if "\nAuthenticated to " in "\n" + log:
         statuses = _EXIT_STATUS.findall(log)
-        if status != 255 or (statuses and int(statuses[-1]) == 255):
+        if status != 255 or (statuses and int(statuses[-1]) == 255) or killed_by_signal(log):
             return None
         return ConnectionLostError(
             f"{host}:{port}: the connection was lost while the command ran: "

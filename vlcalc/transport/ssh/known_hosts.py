@@ -9,7 +9,6 @@ Example::
 from __future__ import annotations
 
 import base64
-import fnmatch
 import hashlib
 import os
 import threading
@@ -17,12 +16,16 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from vlcalc.errors import HostKeyChangedError, HostKeyRevokedError, HostKeyUnknownError
+from vlcalc.errors import (
+    ConfigError,
+    HostKeyChangedError,
+    HostKeyRevokedError,
+    HostKeyUnknownError,
+)
 from vlcalc.transport.ssh._paramiko import paramiko
 from vlcalc.transport.ssh.config import Endpoint, known_hosts_name
 from vlcalc.transport.ssh.deadlines import Attempt, acquire
-
-_RSA = frozenset({"ssh-rsa", "rsa-sha2-256", "rsa-sha2-512"})
+from vlcalc.transport.ssh.ssh_config import match_pattern_list
 
 
 def fingerprint(key_type: str, blob: bytes) -> str:
@@ -34,13 +37,11 @@ def fingerprint(key_type: str, blob: bytes) -> str:
         return f"({key_type} key paramiko cannot read)"
 
 
-def same_key_family(a: str, b: str) -> bool:
-    return a == b or (a in _RSA and b in _RSA)
-
-
 @dataclass
 class KnownHostsFile:
-    """An index of one OpenSSH known_hosts file: plain names, hashed names, wildcard patterns.
+    """An index of one OpenSSH known_hosts file: plain names, hashed names, and the lines with
+    ``*``/``?`` wildcards or ``!negations`` (matched as OpenSSH's ``match_hostname``: a negated
+    pattern that matches takes the whole line away).
 
     paramiko's ``HostKeys.load`` re-checks every line against all earlier ones (quadratic in the
     file size, with an HMAC per hashed line); this index parses each line once and compares raw
@@ -52,6 +53,7 @@ class KnownHostsFile:
     hashed: list[tuple[Any, Any, bytes, str, bytes]] = field(default_factory=list)
     patterns: list[tuple[str, str, bytes]] = field(default_factory=list)
     revoked: set[bytes] = field(default_factory=set)
+    cert_authorities: int = 0  # @cert-authority lines, which this transport does not read
 
     @classmethod
     def load(cls, path: str) -> KnownHostsFile:
@@ -59,7 +61,7 @@ class KnownHostsFile:
         try:
             with open(path, encoding="utf-8", errors="replace") as handle:
                 lines = handle.read().splitlines()
-        except FileNotFoundError:
+        except OSError:  # missing or unreadable: no keys, as ssh reads it
             return index
         for line in lines:
             index.add_line(line)
@@ -83,6 +85,7 @@ class KnownHostsFile:
             self.revoked.add(blob)
             return
         if marker is not None:  # @cert-authority: host certificates are not supported
+            self.cert_authorities += marker == "@cert-authority"
             return
         self.add(names, key_type, blob)
 
@@ -101,13 +104,12 @@ class KnownHostsFile:
             self.hashed.append((inner, outer, digest, key_type, blob))
             return
         # OpenSSH compares host names case-insensitively (it looks up a lower-cased name).
-        for name in names.lower().split(","):
-            if name.startswith("!"):
-                continue  # negated patterns only ever remove matches; rare in practice
-            if any(ch in name for ch in "*?"):
-                self.patterns.append((name, key_type, blob))
-            else:
-                self.plain.setdefault(name, []).append((key_type, blob))
+        lowered = names.lower()
+        if any(ch in lowered for ch in "*?!"):
+            self.patterns.append((lowered, key_type, blob))
+            return
+        for name in lowered.split(","):
+            self.plain.setdefault(name, []).append((key_type, blob))
 
     def lookup(self, name: str) -> list[tuple[str, bytes]]:
         name = name.lower()
@@ -120,8 +122,8 @@ class KnownHostsFile:
             second.update(first.digest())
             if second.digest() == digest:
                 found.append((key_type, blob))
-        for pattern, key_type, blob in self.patterns:
-            if fnmatch.fnmatchcase(name, pattern):
+        for patterns, key_type, blob in self.patterns:  # only * and ?, no [classes]
+            if match_pattern_list(name, patterns) == 1:
                 found.append((key_type, blob))
         return found
 
@@ -159,9 +161,11 @@ def check_host_key(
         )
     if any(known_blob == blob for _, known_blob in known):
         return False
-    same_type = [(t, b) for t, b in known if same_key_family(t, key_type)]
-    if same_type:
-        expected = tuple(fingerprint(t, b) for t, b in same_type)
+    if known:
+        # Known under any key type and this key is not among them: changed, as OpenSSH says
+        # (vlcalc, like ssh, asks for the known types first, so the server lacks all of them);
+        # --accept-new never adds a second key type to a known host.
+        expected = tuple(fingerprint(t, b) for t, b in known)
         raise HostKeyChangedError(
             f"HOST KEY CHANGED for {name}: it offered {key_type} {offered_fingerprint} but"
             f" {endpoint.user_known_hosts} has {', '.join(expected)}. This may be a"
@@ -173,8 +177,6 @@ def check_host_key(
             **fields,
         )
     if not accept_new or not endpoint.known_hosts_files:
-        other = tuple(sorted({t for t, _ in known}))
-        also = f" (known_hosts has only {', '.join(other)} keys for it)" if other else ""
         port_flag = f"-p {endpoint.port} " if endpoint.port != 22 else ""
         strict = endpoint.strict_host_key_checking
         ignored = (
@@ -183,13 +185,17 @@ def check_host_key(
             if strict in ("no", "off", "false", "accept-new") and not accept_new
             else ""
         )
+        if any(index.cert_authorities for index in indexes):
+            ignored += (
+                " (known_hosts has @cert-authority lines, which the paramiko transport does not"
+                " read: for hosts with certificates use --transport openssh)"
+            )
         raise HostKeyUnknownError(
-            f"the host key of {name} is not in {endpoint.user_known_hosts}{also}: it offered"
+            f"the host key of {name} is not in {endpoint.user_known_hosts}: it offered"
             f" {key_type} {offered_fingerprint}. Verify that fingerprint, then add it with"
             f" `ssh-keyscan -t {key_type} {port_flag}{endpoint.hostname} >>"
             f" {endpoint.user_known_hosts}`, or trust new hosts on first use with"
             f" --accept-new{ignored}",
-            known_types=other,
             **fields,
         )
     return True
@@ -216,21 +222,33 @@ def record_host_key(
             return  # another thread recorded it meanwhile
         shown = paramiko.HostKeys.hash_host(name) if endpoint.hash_known_hosts else name
         line = f"{shown} {key_type} {base64.b64encode(blob).decode()}\n"
-        directory = os.path.dirname(path)
-        if directory:
-            os.makedirs(directory, mode=0o700, exist_ok=True)
-        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
         try:
-            _lock_file(fd, attempt, waiting_for)
-            if os.fstat(fd).st_size > 0:
-                with open(path, "rb") as handle:
-                    handle.seek(-1, os.SEEK_END)
-                    if handle.read(1) != b"\n":
-                        line = "\n" + line
-            os.write(fd, line.encode())
-        finally:
-            os.close(fd)
+            _append(path, line, attempt, waiting_for)
+        except OSError as exc:  # a read-only or immutable file, a full disk, ...
+            raise ConfigError(
+                f"--accept-new cannot add the host key of {name} to {path}:"
+                f" {exc.strerror or exc}; the node was not probed",
+                path=path,
+                host=endpoint.hostname,
+            ) from None
         index.add(shown, key_type, blob)
+
+
+def _append(path: str, line: str, attempt: Attempt, waiting_for: str) -> None:
+    directory = os.path.dirname(path)
+    if directory:
+        os.makedirs(directory, mode=0o700, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+    try:
+        _lock_file(fd, attempt, waiting_for)
+        if os.fstat(fd).st_size > 0:
+            with open(path, "rb") as handle:
+                handle.seek(-1, os.SEEK_END)
+                if handle.read(1) != b"\n":
+                    line = "\n" + line
+        os.write(fd, line.encode())
+    finally:
+        os.close(fd)
 
 
 def _lock_file(fd: int, attempt: Attempt, waiting_for: str) -> None:
@@ -257,5 +275,4 @@ __all__ = [
     "fingerprint",
     "known_hosts_name",
     "record_host_key",
-    "same_key_family",
 ]
