@@ -266,3 +266,13 @@ def test_the_same_host_twice_is_refused(tmp_path: Path) -> None:
     write(tmp_path / "node01", {"kvm_sve": A64FX})
     with pytest.raises(DocumentError, match="node 'node01' appears twice"):
         read_paths([str(tmp_path)])
+
+
+def test_other_facts_of_the_host_are_not_read() -> None:
+    """A host's cache holds every fact it has: a ``now()`` datetime set by another play (a type
+    vlcalc cannot read) must not refuse the file whose kvm_sve is fine."""
+    doc = cache_2_19({"kvm_sve": A64FX})
+    payload = json.loads(doc["__payload__"])
+    payload["last_checked"] = {"__ansible_type": "AnsibleSerializableDateTime", "value": "x"}
+    node = one({"__payload__": json.dumps(payload)}, "s1_kvm-a01")
+    assert (node.name, node.status, str(node.vls)) == ("kvm-a01", "ok", "128,256,512")

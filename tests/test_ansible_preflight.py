@@ -319,8 +319,16 @@ def test_preflight_passes_when_every_node_runs_the_vl(fleet: AnsibleFleet, tmp_p
                 "; down-01: not probed (unreachable): 127.0.0.1:",
             ],
         ),
+        (
+            "broken",
+            "128",
+            [
+                "VL 128 is not safe on every node: the cluster set is unknown (no node was "
+                "probed) (0 nodes probed, 2 not).",
+            ],
+        ),
     ],
-    ids=["vl-too-large", "nodes-not-probed"],
+    ids=["vl-too-large", "nodes-not-probed", "no-node-probed"],
 )
 def test_preflight_fails_naming_the_limiting_nodes(
     fleet: AnsibleFleet, tmp_path: Path, limit: str, required_vl: str, expected: list[str]

@@ -528,3 +528,23 @@ def test_chromium_problem_check_catches_a_csp_violation(tmp_path: Path) -> None:
     assert any("inline script" in line for line in problems)
     assert any("example.invalid" in line for line in problems)
     assert "<title>ran</title>" not in dom.stdout
+
+
+def test_a_fleet_of_distinct_sets_shows_the_largest_rows_only() -> None:
+    """A degenerate (or hostile) fleet where every node has its own set: the page showed every
+    row x every VL column (10,000 nodes: 416 MB); now the largest MATRIX_ROWS_SHOWN rows, and
+    the rest as one line, in every format."""
+    from vlcalc.render import render_report
+    from vlcalc.report import MATRIX_ROWS_SHOWN
+
+    nodes = [NodeRecord(f"n{i}", "ok", VLSet.from_vls([128, 128 * (3 + i)])) for i in range(300)]
+    nodes += [NodeRecord(f"m{i}", "ok", VLSet.from_vls([128, 256])) for i in range(5)]
+    view = build_view(build_report(nodes))
+    matrix = view.matrix
+    assert len(matrix.rows) == MATRIX_ROWS_SHOWN
+    assert tuple(f"m{i}" for i in range(5)) in [row.names for row in matrix.rows]  # largest
+    assert matrix.rows[-2].names == ("n198",)  # ties: the first ones, in input order
+    assert (matrix.hidden_rows, matrix.hidden_nodes) == (101, 101)
+    text = "... and 101 more rows (101 nodes) of sets fewer nodes share: every node is in -f json"
+    assert text in render_html(view)
+    assert text in (render_report(view, "markdown") or "").replace("\\", "")

@@ -188,6 +188,27 @@ def test_too_many_trials_is_usage() -> None:
     assert doc["error"]["kind"] == "usage"
 
 
+def test_trials_that_would_outgrow_a_readers_cap_are_usage() -> None:
+    """256 trials of every VL would print ~1 MB, four times what vlcalc reads from a node."""
+    every = ",".join(str(128 * vq) for vq in range(1, 513))
+    doc = probe.collect(["--try", every] * 40, fake(host_vls=[128]))
+    assert doc["error"]["kind"] == "usage" and "at most 16384" in doc["error"]["message"]
+    assert len(json.dumps(probe.collect(["--try", every] * 32, fake(host_vls=[128])))) < 256 * 1024
+
+
+def test_a_try_with_thousands_of_digits_is_usage_not_a_probe_bug() -> None:
+    doc = probe.collect(["--try", "1" * 5000], fake(host_vls=[128]))
+    assert doc["error"]["kind"] == "usage", doc["error"]
+    assert len(doc["error"]["message"]) < 400  # the spec is quoted shortened
+
+
+def test_text_the_probe_prints_has_no_lone_surrogates() -> None:
+    """Python 3.6 in the C locale decodes a host name 'nœud' as 'n\\udcc5\\udc93ud': a lone
+    surrogate is not valid JSON text, so the node would be bad-output."""
+    assert probe.clean_text("n\udcc5\udc93ud-01") == "n??ud-01"
+    assert probe.clean_text("nœud-01") == "nœud-01"
+
+
 def test_trials_are_independent_of_order() -> None:
     specs = ["512", "128,256", "", "128,256,512", "128"]
     forward = probe.collect(probe_args(specs), fake(host_vls=[128, 256, 512]))

@@ -103,10 +103,6 @@ def _untag(value: Any, source: str, where: str) -> Any:
 
 
 def _from_facts(facts: Any, source: str, name: str | None, prefix: str) -> NodeRecord:
-    try:
-        facts = _untag(facts, source, prefix.rstrip(".")) if prefix else facts
-    except RecursionError:  # decode() bounds nesting by the same limit, this walk is deeper
-        raise DocumentError("nested too deeply", source=source, field=PAYLOAD_KEY) from None
     if not isinstance(facts, dict):
         raise DocumentError("must be an object of facts", source=source, field=prefix.rstrip("."))
     if FACT not in facts:
@@ -116,9 +112,13 @@ def _from_facts(facts: Any, source: str, name: str | None, prefix: str) -> NodeR
             source=source,
             field=f"{prefix}{FACT}",
         )
-    return parse_probe(
-        facts[FACT], source=source, field_path=f"{prefix}{FACT}", name=_host(name, source)
-    )
+    probe = facts[FACT]
+    if prefix:  # only the probe's fact: the host's other facts (a now() datetime) are not ours
+        try:
+            probe = _untag(probe, source, f"{prefix}{FACT}")
+        except RecursionError:  # decode() bounds nesting by the same limit, this walk is deeper
+            raise DocumentError("nested too deeply", source=source, field=PAYLOAD_KEY) from None
+    return parse_probe(probe, source=source, field_path=f"{prefix}{FACT}", name=_host(name, source))
 
 
 def _from_result(result: dict[str, Any], source: str, name_hint: str | None) -> NodeRecord:

@@ -214,7 +214,7 @@ def _matrix(view: ReportView, p: str) -> str:
         "and limits) share a row."
         if matrix.grouped
         else f"{matrix.total} nodes, one row each."
-    )
+    ) + ("" if matrix.hidden_text is None else " " + _text(matrix.hidden_text))
     legend = (
         '<div class="legend">'
         '<span><span class="cell c-in"></span>offered, in the cluster set</span>'

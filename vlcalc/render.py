@@ -214,6 +214,8 @@ def _matrix(view: ReportView) -> Table:
             str(vl), justify="center", style="green" if vl in matrix.in_cluster else None
         )
     table.add_column("Limits / error", overflow="fold")
+    table.caption = matrix.hidden_text
+    table.caption_justify = "left"
     for row in matrix.rows:
         label = row.label if len(row.names) == 1 else f"{row.label}: {shorten(row.names)}"
         style = "red" if row.vls is None else "yellow" if row.limits else ""
@@ -516,6 +518,8 @@ def report_markdown(view: ReportView) -> str:
         label = row.label if len(row.names) == 1 else f"{row.label}: {shorten(row.names)}"
         cells = [md(label), md(row.status), *(_MD_CELL[cell] for cell in row.cells)]
         out.append(_md_row([*cells, md(row.detail)]))
+    if matrix.hidden_text is not None:
+        out += ["", md(matrix.hidden_text)]
     out += ["", "## Limits", ""]
     out += [
         f"- {'' if limit.binding else 'then '}**{limit.kind}**: {md(limit.message)}"

@@ -249,6 +249,7 @@ NAMES_SHOWN = 4  # names listed for a group of nodes before "… (+N more)"
 LADDER_SHOWN = 16  # ladder rungs shown for people (the JSON document has every one)
 PROFILES_SHOWN = 12  # profile rows shown for people
 ERRORS_SHOWN = 100  # per-node error rows shown for people
+MATRIX_ROWS_SHOWN = 200  # matrix rows shown for people (a degenerate fleet: a set per node)
 
 
 def shorten(names: Sequence[str], most: int = NAMES_SHOWN) -> str:
@@ -418,6 +419,17 @@ class Matrix:
     grouped: bool
     rows: tuple[MatrixRow, ...]
     total: int
+    hidden_rows: int = 0  # rows past MATRIX_ROWS_SHOWN (the smallest groups), and their nodes
+    hidden_nodes: int = 0
+
+    @property
+    def hidden_text(self) -> str | None:
+        if not self.hidden_rows:
+            return None
+        return (
+            f"... and {self.hidden_rows} more rows ({self.hidden_nodes} nodes) of sets fewer nodes"
+            " share: every node is in -f json"
+        )
 
 
 @dataclass(frozen=True)
@@ -606,6 +618,12 @@ def _matrix(
         rows_of = list(classes.merged((0, 1, 2, 3)).values())
     else:
         rows_of = [([index], [_key_of(node, limiting)]) for index, node in enumerate(nodes)]
+    hidden: list[tuple[list[int], list[_Key]]] = []
+    if len(rows_of) > MATRIX_ROWS_SHOWN:  # show the largest groups, in their order
+        by_size = sorted(range(len(rows_of)), key=lambda i: -len(rows_of[i][0]))
+        shown = set(by_size[:MATRIX_ROWS_SHOWN])
+        hidden = [row for i, row in enumerate(rows_of) if i not in shown]
+        rows_of = [row for i, row in enumerate(rows_of) if i in shown]
     rows = []
     for indexes, keys in rows_of:
         first = nodes[indexes[0]]
@@ -634,7 +652,8 @@ def _matrix(
                 hardware=hardware,
             )
         )
-    return Matrix(columns, in_cluster, grouped, tuple(rows), len(nodes))
+    hidden_nodes = sum(len(indexes) for indexes, _ in hidden)
+    return Matrix(columns, in_cluster, grouped, tuple(rows), len(nodes), len(hidden), hidden_nodes)
 
 
 def _key_of(node: NodeRecord, limiting: dict[str, tuple[str, ...]]) -> _Key:

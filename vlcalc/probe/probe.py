@@ -79,6 +79,8 @@ MIDR_PATH = "/sys/devices/system/cpu/cpu0/regs/identification/midr_el1"
 CPUINFO_PATH = "/proc/cpuinfo"
 CREATE_VM_EINTR_RETRIES = 100  # QEMU retries forever; a bound keeps a broken node from hanging us
 MAX_TRIALS = 256  # each trial is a VM; keeps a typo in a loop from tying up a hypervisor
+# The VLs all trials name together: keeps the document under the 256 KiB a reader takes.
+MAX_TRIAL_VLS = 16384
 MAX_TEXT = 1024  # readers reject longer strings (schemas/probe-1.schema.json)
 MAX_FILE_BYTES = 65536
 
@@ -217,7 +219,12 @@ def clean_text(value):
 
     Example: ``clean_text("a\\x1b[2Jb")`` -> ``"a?[2Jb"``.
     """
-    chars = ["?" if ord(c) < 0x20 or 0x7F <= ord(c) <= 0x9F else c for c in value[:MAX_TEXT]]
+    # Surrogates too: Python 3.6 in the C locale (or a non-UTF-8 byte) decodes a host name with
+    # surrogateescape, and a lone surrogate is not valid JSON text for any reader.
+    chars = [
+        "?" if ord(c) < 0x20 or 0x7F <= ord(c) <= 0x9F or 0xD800 <= ord(c) <= 0xDFFF else c
+        for c in value[:MAX_TEXT]
+    ]
     return "".join(chars)
 
 
@@ -273,9 +280,11 @@ def parse_spec(spec):
     for part in spec.split(","):
         text = part.strip()
         # Not str.isdigit(): it accepts digits such as "²" that int() rejects.
-        bits = int(text) if text and all(c in "0123456789" for c in text) else 0
+        # At most 6 digits before int(): Python refuses to convert 4,301 digits or more.
+        digits = text and len(text) <= 6 and all(c in "0123456789" for c in text)
+        bits = int(text) if digits else 0
         if bits <= 0 or bits % VL_BITS_PER_VQ or bits // VL_BITS_PER_VQ > KVM_ARM64_SVE_VQ_MAX:
-            raise usage_error(f"--try {spec!r}: {text!r} is not a vector length")
+            raise usage_error(f"--try {spec[:40]!r}: {text[:40]!r} is not a vector length")
         vqs.add(bits // VL_BITS_PER_VQ)
     return sorted(vqs)
 
@@ -300,6 +309,11 @@ def parse_args(argv):
         trials.append((spec, parse_spec(spec)))
     if len(trials) > MAX_TRIALS:
         raise usage_error(f"{len(trials)} trials, at most {MAX_TRIALS} are allowed")
+    named = sum(len(vqs) for _, vqs in trials)
+    if named > MAX_TRIAL_VLS:
+        raise usage_error(
+            f"the trials name {named} vector lengths, at most {MAX_TRIAL_VLS} in one run"
+        )
     return trials
 
 
