@@ -332,3 +332,28 @@ def test_names_that_print_alike_are_refused(tmp_path: Path) -> None:
     path.write_text(json.dumps(scan_doc(nodes)))
     grouped = run("report", str(path), "--per-group", "-f", "qemu")
     assert grouped.exit_code == 2 and "groups 'dom\\u200b' and 'dom\\u200c'" in grouped.stderr
+
+
+def test_one_machine_under_two_names_is_a_warning(tmp_path: Path) -> None:
+    """Two inventory names whose probes answer with one host name: the same machine twice (the
+    ladder and profiles count it twice); the answer itself is unchanged."""
+    path = tmp_path / "twice.json"
+    path.write_text(
+        json.dumps(
+            scan_doc(
+                [
+                    ok_entry("kvm1", hardware_doc("kvm1.example", "a64fx"), []),
+                    ok_entry("kvm1-alias", hardware_doc("kvm1.example", "a64fx"), []),
+                    ok_entry("kvm2", hardware_doc("kvm2.example", "graviton3"), []),
+                ]
+            )
+        )
+    )
+    for args in (["report", str(path)], ["check", "--vls", "128", str(path)]):
+        result = run(*args)
+        assert result.exit_code == 0
+        assert result.stderr == (
+            "vlcalc: warning: nodes kvm1, kvm1-alias answered with the same host name "
+            "'kvm1.example': one machine under two names counts twice\n"
+        )
+    assert run("report", EXAMPLE).stderr == ""

@@ -1206,3 +1206,40 @@ def test_accept_new_that_cannot_write_known_hosts_is_one_node_error(
         failure = node_error(t, "unknown", "unreachable")
     assert failure.message.startswith("--accept-new cannot add the host key of [127.0.0.1]:")
     assert failure.message.endswith("the node was not probed")
+
+
+@ssh
+def test_a_jump_channel_that_times_out_leaves_the_others_running(
+    fleet: SSHFleet, transport: SSHTransport
+) -> None:
+    """One node's channel through the bastion times out (the bastion's TCP connect to a port
+    that drops SYNs) while another node's session runs through the same bastion connection:
+    only the first fails.  (vlcalc used to close the shared connection then: under load, a
+    random node of a scan through a bastion lost its session, "no exit status".)"""
+    slow = HEALTHY[5]
+    (fleet.node(slow).directory / "delay_s").write_text("2")
+    fleet.set_behaviour(slow, "ok-slow")
+    hurried = Timeouts(connect_s=0.3, banner_s=2, auth_s=3, exec_s=5, node_s=10, retries=0)
+    try:
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            running = pool.submit(run, transport, f"{slow}-via-bastion")
+            time.sleep(0.8)  # its session runs through the bastion connection now
+            with pytest.raises(NodeError) as caught:
+                transport.run(
+                    Target(
+                        "blackhole",
+                        "127.0.0.1",
+                        port=fleet.node("blackhole").port,
+                        ssh_options=(("proxyjump", "bastion"),),
+                    ),
+                    COMMAND,
+                    PROBE,
+                    timeouts=hurried,
+                    max_stdout=1 << 20,
+                )
+            failure = caught.value
+            assert failure.kind == "timeout", failure.message
+            assert "through jump host bastion" in failure.message, failure.message
+            assert running.result().stdout == document(slow)
+    finally:
+        fleet.set_behaviour(slow, "ok")

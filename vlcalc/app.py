@@ -47,6 +47,7 @@ from vlcalc.report import (
     exclude,
     group_reports,
     report_json,
+    shared_hostnames,
 )
 from vlcalc.scan import DEFAULT_FORKS
 from vlcalc.vl import VQ_BITS, VQ_MAX
@@ -172,6 +173,7 @@ def emit_answer(
 ) -> ExitCode:
     """Print the cluster answer (one per group with ``per_group``) and return the exit code."""
     fmt, require_vl, target_vl = options.fmt, options.require_vl, options.target_vl
+    _warn_shared_hostnames(nodes, streams)
     if not options.per_group:
         result = build_report(nodes, require_vl, target_vl=target_vl, excluded=excluded)
         return _emit_report(build_view(result), fmt, streams)
@@ -195,6 +197,12 @@ def emit_answer(
                 header = f"# group {md(name)}\n" if fmt == "markdown" else f"== group {name}\n"
             codes.append(_emit_report(view, fmt, streams, group=name, header=header))
     return combined_exit_code(codes)
+
+
+def _warn_shared_hostnames(nodes: Sequence[NodeRecord], streams: Streams) -> None:
+    warning = shared_hostnames(nodes)
+    if warning is not None:
+        streams.warning(warning)
 
 
 def _emit_report(
@@ -390,6 +398,7 @@ def check_command(
             )
         nodes = read_paths(paths)
     result = build_check(nodes, spec)
+    _warn_shared_hostnames(nodes, streams)
     for item in result.verdicts:
         if item.disagrees:
             streams.error(f"{item.node.name}: {item.reason}")

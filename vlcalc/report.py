@@ -152,6 +152,30 @@ def clean_nodes(nodes: Sequence[NodeRecord]) -> tuple[NodeRecord, ...]:
     return cleaned
 
 
+def shared_hostnames(nodes: Sequence[NodeRecord]) -> str | None:
+    """A warning when several nodes answered with the same host name (two inventory names for
+    one machine count it twice in the ladder and the profiles), else ``None``.
+
+    >>> a, b = (NodeRecord(n, "ok", VLSet(1), hostname="kvm1") for n in ("a", "b"))
+    >>> shared_hostnames([a, b])
+    "nodes a, b answered with the same host name 'kvm1': one machine under two names counts twice"
+    """
+    names = list(filter(None, map(attrgetter("hostname"), nodes)))
+    if len(set(names)) == len(names):  # the usual case, at C speed
+        return None
+    by_host: dict[str, list[str]] = {}
+    for node in nodes:
+        if node.hostname:
+            by_host.setdefault(node.hostname, []).append(node.name)
+    shared = [(host, who) for host, who in by_host.items() if len(who) > 1]
+    host, who = shared[0]
+    more = f" (and {len(shared) - 1} more host names)" if len(shared) > 1 else ""
+    return (
+        f"nodes {shorten(who)} answered with the same host name {printable(host)!r}{more}: one"
+        " machine under two names counts twice"
+    )
+
+
 def _refuse_merged(what: str, names: Iterable[str]) -> None:
     """Two names that differ only in characters shown as ``?`` would become one node or group
     in every output (and in ``diff``'s matching): refuse them."""

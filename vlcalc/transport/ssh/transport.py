@@ -263,7 +263,10 @@ class SSHTransport:
                 jump_host=chain[-1],
             ) from exc
         except (paramiko.SSHException, EOFError, OSError) as exc:
-            self._drop_jump(chain, jump)
+            if not jump.is_active():
+                # Only a dead connection is dropped: other nodes' sessions run through it (a
+                # channel that was slow to open, under load, once took all of them down).
+                self._drop_jump(chain, jump)
             if "Timeout opening channel" in str(exc):
                 failure: NodeError = attempt.timeout(
                     "TCP connect",
