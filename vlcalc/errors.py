@@ -210,13 +210,13 @@ class HostKeyError(NodeError):
     """The server's host key is not the one known_hosts expects.  ``key_type`` and
     ``offered_fingerprint`` (``SHA256:...``) describe what the server offered, ``known_hosts_name``
     is the name looked up (``[host]:port``) and ``known_hosts_path`` the file to fix.  The
-    subclass says which: its ``error_kind``."""
+    subclass says which: its ``error_kind``, and its message (the same for both transports;
+    ``hint`` adds a transport's own note to it)."""
 
     error_kind: ClassVar[ErrorKind] = ErrorKind.HOST_KEY_CHANGED
 
     def __init__(
         self,
-        message: str,
         *,
         host: str,
         port: int,
@@ -226,14 +226,25 @@ class HostKeyError(NodeError):
         offered_fingerprint: str,
         known_types: tuple[str, ...] = (),
         expected_fingerprints: tuple[str, ...] = (),
+        hint: str = "",
     ):
-        super().__init__(self.error_kind, message, host=host, port=port)
         self.known_hosts_name = known_hosts_name
         self.known_hosts_path = known_hosts_path
         self.key_type = key_type
         self.offered_fingerprint = offered_fingerprint
         self.known_types = known_types
         self.expected_fingerprints = expected_fingerprints
+        super().__init__(self.error_kind, self._describe(host, port) + hint, host=host, port=port)
+
+    def _describe(self, host: str, port: int) -> str:
+        name, path = self.known_hosts_name, self.known_hosts_path
+        has = ", ".join(self.expected_fingerprints) or "another key"
+        return (
+            f"HOST KEY CHANGED for {name}: it offered {self.key_type} {self.offered_fingerprint}"
+            f" but {path} has {has}. This may be a man-in-the-middle attack, or the host was"
+            " reinstalled. Verify the new key out of band, then replace the old one"
+            f" (`ssh-keygen -R '{name}' -f {path}`); --accept-new does not replace changed keys"
+        )
 
     @property
     def expected_fingerprint(self) -> str | None:
@@ -246,6 +257,15 @@ class HostKeyUnknownError(HostKeyError):
 
     error_kind = ErrorKind.HOST_KEY_UNKNOWN
 
+    def _describe(self, host: str, port: int) -> str:
+        port_flag = f"-p {port} " if port != 22 else ""
+        return (
+            f"the host key of {self.known_hosts_name} is not in {self.known_hosts_path}: it"
+            f" offered {self.key_type} {self.offered_fingerprint}. Verify that fingerprint, then"
+            f" add it with `ssh-keyscan -t {self.key_type} {port_flag}{host} >>"
+            f" {self.known_hosts_path}`, or trust new hosts on first use with --accept-new"
+        )
+
 
 class HostKeyChangedError(HostKeyError):
     """known_hosts has other keys for the host, of any type (OpenSSH's rule: the server offered
@@ -254,6 +274,12 @@ class HostKeyChangedError(HostKeyError):
 
 class HostKeyRevokedError(HostKeyChangedError):
     """The offered key is marked ``@revoked`` in known_hosts."""
+
+    def _describe(self, host: str, port: int) -> str:
+        return (
+            f"the {self.key_type} host key {self.offered_fingerprint} of {self.known_hosts_name}"
+            " is marked @revoked in known_hosts; refusing to connect"
+        )
 
 
 class AuthError(NodeError):

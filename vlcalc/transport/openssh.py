@@ -332,7 +332,6 @@ class OpenSSHTransport:
             stderr,
             resolved,
             known_hosts_path=self.known_hosts_path,
-            accept_new=self.accept_new,
             connect_timeout_s=connect_s,
             first_jump=self._first_jump(resolved),
         )
@@ -631,7 +630,6 @@ def classify(
     resolved: Resolved,
     *,
     known_hosts_path: str | None,
-    accept_new: bool = False,
     connect_timeout_s: float = 0.0,
     first_jump: Resolved | None = None,
 ) -> NodeError | None:
@@ -665,7 +663,7 @@ def classify(
         failure = _jump_failure(stderr.decode("utf-8", "replace"), jump, resolved, first_jump)
         if failure is not None:
             return failure
-    failure = _host_key_failure(log, resolved, known_hosts_path, accept_new)
+    failure = _host_key_failure(log, resolved, known_hosts_path)
     if failure is not None:
         return failure
     denied = _DENIED.search(log)
@@ -721,7 +719,7 @@ def classify(
 
 
 def _host_key_failure(
-    log: str, resolved: Resolved, known_hosts_path: str | None, accept_new: bool
+    log: str, resolved: Resolved, known_hosts_path: str | None
 ) -> NodeError | None:
     offered = _HOST_KEY.search(log)
     key_type, fingerprint = offered.groups() if offered else ("unknown", "SHA256:?")
@@ -731,8 +729,6 @@ def _host_key_failure(
     revoked = _REVOKED.search(log)
     if revoked is not None:
         return HostKeyRevokedError(
-            f"the {key_type} host key {fingerprint} of {revoked.group(1)} is marked @revoked in"
-            " known_hosts; refusing to connect",
             host=host,
             port=port,
             known_hosts_name=revoked.group(1),
@@ -742,21 +738,15 @@ def _host_key_failure(
         )
     changed = _CHANGED.search(log)
     if changed is not None or _CHANGED_BANNER.search(log):
-        name = changed.group(1) if changed else default_name
         offending = _OFFENDING.search(log)
         expected: tuple[str, ...] = ()
         if offending is not None:
             path = offending.group(1)
             expected = _fingerprint_at(path, int(offending.group(2)))
-        has = ", ".join(expected) if expected else "another key"
         return HostKeyChangedError(
-            f"HOST KEY CHANGED for {name}: it offered {key_type} {fingerprint} but {path} has"
-            f" {has}. This may be a man-in-the-middle attack, or the host was reinstalled."
-            " Verify the new key out of band, then replace the old one"
-            f" (`ssh-keygen -R '{name}' -f {path}`)",
             host=host,
             port=port,
-            known_hosts_name=name,
+            known_hosts_name=changed.group(1) if changed else default_name,
             known_hosts_path=path,
             key_type=key_type,
             offered_fingerprint=fingerprint,
@@ -764,16 +754,10 @@ def _host_key_failure(
         )
     unknown = _UNKNOWN.search(log)
     if unknown is not None or "\nHost key verification failed." in "\n" + log:
-        name = unknown.group(2) if unknown else default_name
-        port_flag = f"-p {port} " if port != 22 else ""
-        hint = "" if accept_new else ", or rerun with --accept-new"
         return HostKeyUnknownError(
-            f"the host key of {name} is not in {path}: it offered {key_type} {fingerprint}."
-            f" Verify that fingerprint, then add it with `ssh-keyscan -t {key_type}"
-            f" {port_flag}{host} >> {path}`{hint}",
             host=host,
             port=port,
-            known_hosts_name=name,
+            known_hosts_name=unknown.group(2) if unknown else default_name,
             known_hosts_path=path,
             key_type=key_type,
             offered_fingerprint=fingerprint,

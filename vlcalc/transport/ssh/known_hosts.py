@@ -154,11 +154,7 @@ def check_host_key(
         "offered_fingerprint": offered_fingerprint,
     }
     if any(blob in index.revoked for index in indexes):
-        raise HostKeyRevokedError(
-            f"the {key_type} host key {offered_fingerprint} of {name} is marked @revoked in"
-            " known_hosts; refusing to connect",
-            **fields,
-        )
+        raise HostKeyRevokedError(**fields)
     if any(known_blob == blob for _, known_blob in known):
         return False
     if known:
@@ -166,18 +162,8 @@ def check_host_key(
         # (vlcalc, like ssh, asks for the known types first, so the server lacks all of them);
         # --accept-new never adds a second key type to a known host.
         expected = tuple(fingerprint(t, b) for t, b in known)
-        raise HostKeyChangedError(
-            f"HOST KEY CHANGED for {name}: it offered {key_type} {offered_fingerprint} but"
-            f" {endpoint.user_known_hosts} has {', '.join(expected)}. This may be a"
-            " man-in-the-middle attack, or the host was reinstalled. Verify the new key out of"
-            f" band, then remove the old one (ssh-keygen -R '{name}' -f"
-            f" {endpoint.user_known_hosts}) and add the new one; --accept-new does not"
-            " replace changed keys",
-            expected_fingerprints=expected,
-            **fields,
-        )
+        raise HostKeyChangedError(expected_fingerprints=expected, **fields)
     if not accept_new or not endpoint.known_hosts_files:
-        port_flag = f"-p {endpoint.port} " if endpoint.port != 22 else ""
         strict = endpoint.strict_host_key_checking
         ignored = (
             f" (ssh_config's StrictHostKeyChecking {strict} is not honoured: vlcalc checks"
@@ -190,14 +176,7 @@ def check_host_key(
                 " (known_hosts has @cert-authority lines, which the paramiko transport does not"
                 " read: for hosts with certificates use --transport openssh)"
             )
-        raise HostKeyUnknownError(
-            f"the host key of {name} is not in {endpoint.user_known_hosts}: it offered"
-            f" {key_type} {offered_fingerprint}. Verify that fingerprint, then add it with"
-            f" `ssh-keyscan -t {key_type} {port_flag}{endpoint.hostname} >>"
-            f" {endpoint.user_known_hosts}`, or trust new hosts on first use with"
-            f" --accept-new{ignored}",
-            **fields,
-        )
+        raise HostKeyUnknownError(hint=ignored, **fields)
     return True
 
 
