@@ -16,6 +16,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 
+from vlcalc.model import LimitKind
 from vlcalc.vl import VQ_BITS, VLSet
 
 
@@ -71,7 +72,7 @@ class Limit:
     divergence, the smaller side.
     """
 
-    kind: str
+    kind: LimitKind
     vl: int | None
     nodes: tuple[str, ...]
     message: str
@@ -130,7 +131,7 @@ def cluster(nodes: Sequence[tuple[str, VLSet | None]]) -> ClusterAnswer:
         alone = f"; the SVE nodes alone could run {answer}" if answer else ""
         limits.append(
             Limit(
-                "no-sve",
+                LimitKind.NO_SVE,
                 None,
                 no_sve,
                 f"{_count(no_sve)} {_verb(no_sve, 'offers', 'offer')} no SVE to guests: a VM "
@@ -144,7 +145,7 @@ def cluster(nodes: Sequence[tuple[str, VLSet | None]]) -> ClusterAnswer:
     if unprobed:
         limits.append(
             Limit(
-                "unprobed",
+                LimitKind.UNPROBED,
                 None,
                 tuple(unprobed),
                 f"{_count(unprobed)} could not be probed: the answer covers only the others and "
@@ -185,7 +186,7 @@ def _common_prefix(profiles: dict[int, list[str]]) -> tuple[VLSet, VLSet, list[L
     blamed = _names(profiles, capped)
     vl = cap_vq * VQ_BITS
     message = f"{_count(blamed)} {_verb(blamed, 'stops', 'stop')} at VL {vl}; the others go higher"
-    return prefix, VLSet(and_mask), [Limit("max-vl", vl, blamed, message)]
+    return prefix, VLSet(and_mask), [Limit(LimitKind.MAX_VL, vl, blamed, message)]
 
 
 def _divergence(profiles: dict[int, list[str]], sve_masks: list[int], vq: int) -> Limit:
@@ -195,7 +196,7 @@ def _divergence(profiles: dict[int, list[str]], sve_masks: list[int], vq: int) -
     vl = vq * VQ_BITS
     blamed = have_names if len(have_names) <= len(lack_names) else lack_names
     return Limit(
-        "divergence",
+        LimitKind.DIVERGENCE,
         vl,
         blamed,
         f"VL {vl}: {_count(have_names)} {_verb(have_names, 'offers', 'offer')} it and "

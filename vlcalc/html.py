@@ -38,13 +38,6 @@ __all__ = ["CSP", "render_html", "render_html_groups"]
 
 CSP = "default-src 'none'; style-src 'unsafe-inline'; img-src data:"
 
-_LIMIT_TITLES = {
-    "max-vl": "smallest maximum",
-    "divergence": "divergent VL",
-    "no-sve": "no SVE",
-    "unprobed": "not probed",
-}
-
 _CSS = """
 :root{--ink:#1f2933;--muted:#616e7c;--line:#d9dee5;--bg:#f5f7fa;--card:#fff;
 --green:#2f9e44;--green-soft:#e6f4ea;--grey:#aab4c0;--red:#c92a2a;--red-soft:#fdecec;

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-from vlcalc.model import printable
+from vlcalc.model import Verdict, printable
 from vlcalc.qemu import QEMU_MAX_VL, libvirt_xml, qemu_cpu
 from vlcalc.report import (
     LADDER_SHOWN,
@@ -402,7 +402,7 @@ def _check_title(result: CheckResult) -> str:
 def check_advice(result: CheckResult) -> str:
     """The line under a check: the settings to use, or why the spec is not migration-safe;
     labelled INCOMPLETE when some node was not probed (its verdict and set are unknown)."""
-    unknown, total = result.count("unknown"), len(result.verdicts)
+    unknown, total = result.count(Verdict.UNKNOWN), len(result.verdicts)
     if unknown == total:
         return f"unknown: no node was probed ({total} not probed)"
     caveat = (
@@ -440,7 +440,7 @@ def print_check(result: CheckResult, console: Console) -> None:
     if qemu:
         table.add_column("Guest set")
     table.add_column("Reason", overflow="fold")
-    styles = {"accept": "green", "reject": "bold red", "unknown": "yellow"}
+    styles = {Verdict.ACCEPT: "green", Verdict.REJECT: "bold red", Verdict.UNKNOWN: "yellow"}
     for item in result.verdicts:
         guest = [Text("-" if item.guest is None else str(item.guest))] if qemu else []
         table.add_row(
@@ -450,10 +450,10 @@ def print_check(result: CheckResult, console: Console) -> None:
             Text(item.reason),
         )
     summary = Text(
-        f"{result.count('accept')} accept, {result.count('reject')} reject, "
-        f"{result.count('unknown')} unknown; "
+        f"{result.count(Verdict.ACCEPT)} accept, {result.count(Verdict.REJECT)} reject, "
+        f"{result.count(Verdict.UNKNOWN)} unknown; "
     )
-    fine = result.migration_safe and not result.count("unknown")
+    fine = result.migration_safe and not result.count(Verdict.UNKNOWN)
     summary.append(check_advice(result) + "\n", style="" if fine else "bold red")
     console.print(Group(table, summary))
 

@@ -28,11 +28,11 @@ from vlcalc.compat import (
     DrainPlan,
     Limit,
     Rung,
-    Verdict,
     cluster,
     drain_for,
     judge,
 )
+from vlcalc.compat import Verdict as Judgement
 from vlcalc.documents import NodeRecord
 from vlcalc.errors import InputError
 from vlcalc.model import (
@@ -41,6 +41,7 @@ from vlcalc.model import (
     GROUPS_SCHEMA,
     REPORT_SCHEMA,
     ExitCode,
+    Verdict,
     printable,
 )
 from vlcalc.qemu import ARM_MAX_VQ, GuestSpec, QemuError, libvirt_xml, qemu_cpu
@@ -842,10 +843,10 @@ class NodeVerdict:
     """
 
     node: NodeRecord
-    verdict: str
+    verdict: Verdict
     reason: str
-    kernel: str | None = None
-    model: str | None = None
+    kernel: Verdict | None = None
+    model: Verdict | None = None
     guest: VLSet | None = None
 
     @property
@@ -867,14 +868,14 @@ class CheckResult:
         """The one set the spec asks for, ``None`` when it depends on the node."""
         return self.spec.fixed
 
-    def count(self, verdict: str) -> int:
+    def count(self, verdict: Verdict) -> int:
         return sum(1 for item in self.verdicts if item.verdict == verdict)
 
     def guest_sets(self) -> list[tuple[VLSet, tuple[str, ...]]]:
         """The distinct sets the accepting nodes would give the guest, with their nodes."""
         groups: dict[int, list[str]] = {}
         for item in self.verdicts:
-            if item.verdict == "accept" and item.guest is not None:
+            if item.verdict == Verdict.ACCEPT and item.guest is not None:
                 groups.setdefault(item.guest.mask, []).append(item.node.name)
         return [(VLSet(mask), tuple(names)) for mask, names in groups.items()]
 
@@ -894,9 +895,9 @@ class CheckResult:
         return combined_exit_code(
             [
                 ExitCode.OK
-                if self.migration_safe and not self.count("reject")
+                if self.migration_safe and not self.count(Verdict.REJECT)
                 else ExitCode.NOT_MET,
-                ExitCode.INCOMPLETE if self.count("unknown") else ExitCode.OK,
+                ExitCode.INCOMPLETE if self.count(Verdict.UNKNOWN) else ExitCode.OK,
             ]
         )
 
@@ -907,20 +908,20 @@ def _nodes(names: Sequence[str]) -> str:
     return f"{word} {shown}"
 
 
-def verdict_for(host: VLSet, requested: VLSet) -> Verdict:
+def verdict_for(host: VLSet, requested: VLSet) -> Judgement:
     """A guest saved with SVE off needs no VL set at all: it runs on every node.  Anything else
     is the kernel's rule."""
     if not requested:
-        return Verdict(True, "SVE off: the guest needs no vector length")
+        return Judgement(True, "SVE off: the guest needs no vector length")
     return judge(host, requested)
 
 
-def kernel_trial(node: NodeRecord, requested: VLSet) -> str | None:
+def kernel_trial(node: NodeRecord, requested: VLSet) -> Verdict | None:
     """The node kernel's own verdict on ``requested`` from the probe's acceptance trials."""
     wanted = tuple(requested.vls())
     for trial in node.trials:
         if trial.vls == wanted:
-            return "accept" if trial.accepted else "reject"
+            return Verdict.ACCEPT if trial.accepted else Verdict.REJECT
     return None
 
 
@@ -934,16 +935,16 @@ def build_check(nodes: Sequence[NodeRecord], spec: GuestSpec | VLSet) -> CheckRe
     for node in clean_nodes(nodes):
         if node.vls is None:
             reason = f"not probed ({node.error_kind}): {node.error_message}"
-            verdicts.append(NodeVerdict(node, "unknown", reason))
+            verdicts.append(NodeVerdict(node, Verdict.UNKNOWN, reason))
             continue
         try:
             guest = spec.on(node.vls)
         except QemuError as exc:
             reason = f"QEMU refuses to start here: {exc.message}"
-            verdicts.append(NodeVerdict(node, "reject", reason, None, "reject"))
+            verdicts.append(NodeVerdict(node, Verdict.REJECT, reason, None, Verdict.REJECT))
             continue
         verdict = verdict_for(node.vls, guest)
-        model = "accept" if verdict.accepted else "reject"
+        model = Verdict.ACCEPT if verdict.accepted else Verdict.REJECT
         # An SVE-off guest needs no trial: KVM is never asked for a VL set.
         kernel = kernel_trial(node, guest) if guest else None
         reason = verdict.reason
@@ -986,13 +987,14 @@ def check_json(result: CheckResult) -> dict[str, Any]:
             "kvm_words": None if requested is None else requested.hex_words(),
             **settings_or_none(requested),
         },
-        "complete": result.count("unknown") == 0,
-        "accepted": result.count("accept"),
-        "rejected": result.count("reject"),
-        "unknown": result.count("unknown"),
+        "complete": result.count(Verdict.UNKNOWN) == 0,
+        "accepted": result.count(Verdict.ACCEPT),
+        "rejected": result.count(Verdict.REJECT),
+        "unknown": result.count(Verdict.UNKNOWN),
         "disagreements": sum(1 for item in result.verdicts if item.disagrees),
         # Unknown (null) while a node not probed could still give the guest another set.
-        "migration_safe": result.migration_safe and (None if result.count("unknown") else True),
+        "migration_safe": result.migration_safe
+        and (None if result.count(Verdict.UNKNOWN) else True),
         "divergence": result.divergence(),
         "guest_sets": [{"vls": vls.vls(), "nodes": list(names)} for vls, names in sets],
         "pin": None
