@@ -185,9 +185,12 @@ def test_what_a_node_answered_is_named_right(
     become: bool, status: int, stdout: bytes, stderr: bytes, kind: str, start: str
 ) -> None:
     from vlcalc.answer import interpret
-    from vlcalc.errors import NodeError
+    from vlcalc.errors import CommandFailedError, NodeError
     from vlcalc.transport.base import RunResult, Target
 
     with pytest.raises(NodeError) as caught:
         interpret(Target("n1", "n1", become=become), RunResult(status, stdout, stderr))
     assert caught.value.kind.value == kind and caught.value.message.startswith(start)
+    if status != 0:  # the data travels with the error, for callers that want more than text
+        assert isinstance(caught.value, CommandFailedError)
+        assert (caught.value.exit_status, caught.value.stderr_tail) == (status, stderr)

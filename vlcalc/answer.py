@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from vlcalc.documents import NodeRecord, decode, error_node, parse_probe
-from vlcalc.errors import DocumentError, NodeError
+from vlcalc.errors import CommandFailedError, DocumentError, NodeError
 from vlcalc.model import ErrorKind, printable
 from vlcalc.transport.base import RunResult, Target
 
@@ -36,44 +36,7 @@ def interpret(target: Target, result: RunResult) -> dict[str, Any]:
     stderr = result.stderr_tail.decode("utf-8", "replace").strip()
     tail = printable(stderr[-300:])
     if result.exit_status != 0:
-        lowered = stderr.lower()
-        if target.become and any(text in lowered for text in _NO_SUDO):
-            raise NodeError(
-                ErrorKind.SUDO_FAILED,
-                f"sudo is not installed on the node: {tail}; install it, or add the user to "
-                "group kvm and drop become",
-                node=target.name,
-            )
-        if target.become and any(text in lowered for text in _SUDO_FAILURES):
-            raise NodeError(
-                ErrorKind.SUDO_FAILED,
-                f"sudo refused to run the probe without a password: {tail}; allow "
-                f"'{target.python}' with NOPASSWD for this user, or add it to group kvm and drop "
-                "become",
-                node=target.name,
-            )
-        python = target.python.lower()
-        if (
-            result.exit_status == 127
-            or f"{python}: not found" in lowered
-            or f"{python}: command not found" in lowered  # sudo's own words
-        ):
-            raise NodeError(
-                ErrorKind.NO_PYTHON,
-                f"'{target.python}' was not found on the node (exit {result.exit_status}); "
-                "install python3 or set ansible_python_interpreter",
-                node=target.name,
-            )
-        ended = (
-            "ended without an exit status (killed by a signal, or the session was cut)"
-            if result.exit_status < 0
-            else f"exited with status {result.exit_status}"
-        )
-        raise NodeError(
-            ErrorKind.PROBE_FAILED,
-            f"the probe {ended}: {tail or 'no error output'}",
-            node=target.name,
-        )
+        raise _failure(target, result, stderr, tail)
     if not result.stdout.strip():
         raise NodeError(
             ErrorKind.BAD_OUTPUT,
@@ -101,6 +64,50 @@ def interpret(target: Target, result: RunResult) -> dict[str, Any]:
             ErrorKind.BAD_OUTPUT, "the node's answer is not a JSON object", node=target.name
         )
     return document
+
+
+def _failure(target: Target, result: RunResult, stderr: str, tail: str) -> CommandFailedError:
+    """Why a probe that did not exit 0 gave no answer: sudo, Python, or the probe itself."""
+    lowered = stderr.lower()
+    python = target.python.lower()
+    if target.become and any(text in lowered for text in _NO_SUDO):
+        kind = ErrorKind.SUDO_FAILED
+        message = (
+            f"sudo is not installed on the node: {tail}; install it, or add the user to group "
+            "kvm and drop become"
+        )
+    elif target.become and any(text in lowered for text in _SUDO_FAILURES):
+        kind = ErrorKind.SUDO_FAILED
+        message = (
+            f"sudo refused to run the probe without a password: {tail}; allow "
+            f"'{target.python}' with NOPASSWD for this user, or add it to group kvm and drop "
+            "become"
+        )
+    elif (
+        result.exit_status == 127
+        or f"{python}: not found" in lowered
+        or f"{python}: command not found" in lowered  # sudo's own words
+    ):
+        kind = ErrorKind.NO_PYTHON
+        message = (
+            f"'{target.python}' was not found on the node (exit {result.exit_status}); "
+            "install python3 or set ansible_python_interpreter"
+        )
+    else:
+        kind = ErrorKind.PROBE_FAILED
+        ended = (
+            "ended without an exit status (killed by a signal, or the session was cut)"
+            if result.exit_status < 0
+            else f"exited with status {result.exit_status}"
+        )
+        message = f"the probe {ended}: {tail or 'no error output'}"
+    return CommandFailedError(
+        kind,
+        message,
+        node=target.name,
+        exit_status=result.exit_status,
+        stderr_tail=result.stderr_tail,
+    )
 
 
 def record_answer(

@@ -63,7 +63,6 @@ class CheckFormat(str, Enum):
 FORMATS = tuple(item.value for item in ReportFormat)
 SETTINGS_FORMATS = ("qemu", "libvirt", "kvm")
 CHECK_FORMATS = tuple(item.value for item in CheckFormat)
-DIFF_FORMATS = CHECK_FORMATS
 _CELL = {"in": "●", "out": "●", "no": "·", "err": "?"}  # the table's matrix cells
 _MD_CELL = {"in": "x", "out": "x", "no": " ", "err": "?"}
 

@@ -611,15 +611,6 @@ def profiles(nodes: Sequence[NodeRecord]) -> tuple[Profile, ...]:
     return _profiles(_classes(nodes, {}))
 
 
-def vl_columns(nodes: Sequence[NodeRecord]) -> list[int]:
-    """The VLs worth a column in a node x VL matrix: every VL any node has."""
-    mask = 0
-    for node in nodes:
-        if node.vls is not None:
-            mask |= node.vls.mask
-    return VLSet(mask).vls()
-
-
 def _common(values: set[str | None], plural_word: str) -> str | None:
     """The members' shared value, or e.g. ``"3 kernels"`` when they differ."""
     if len(values) == 1:

@@ -106,8 +106,6 @@ LIBVIRT_ROOTS = (
 LIBVIRT_DATA_PACKAGE = "libvirt0"
 # The user a privileged libvirt runs QEMU as (also for probing its capabilities), in group kvm.
 LIBVIRT_QEMU_UID = 64055
-# Where the arm64 dynamic loader looks (after the merged-/usr normalisation).
-LIBRARY_DIRS = ("usr/lib/aarch64-linux-gnu", "usr/lib")
 # Enough layers of Depends for any library chain in bookworm; stops a runaway resolution.
 MAX_DEPENDS_ROUNDS = 8
 
