@@ -105,7 +105,7 @@ def _failure(target: Target, result: RunResult, stderr: str, tail: str) -> Comma
         kind,
         message,
         node=target.name,
-        exit_status=result.exit_status,
+        exit_status=None if result.exit_status < 0 else result.exit_status,
         stderr_tail=result.stderr_tail,
     )
 
