@@ -224,7 +224,6 @@ class HostKeyError(NodeError):
         known_hosts_path: str,
         key_type: str,
         offered_fingerprint: str,
-        known_types: tuple[str, ...] = (),
         expected_fingerprints: tuple[str, ...] = (),
         hint: str = "",
     ):
@@ -232,7 +231,6 @@ class HostKeyError(NodeError):
         self.known_hosts_path = known_hosts_path
         self.key_type = key_type
         self.offered_fingerprint = offered_fingerprint
-        self.known_types = known_types
         self.expected_fingerprints = expected_fingerprints
         super().__init__(self.error_kind, self._describe(host, port) + hint, host=host, port=port)
 
