@@ -301,7 +301,9 @@ def test_proxyjump_through_a_bastion(fleet: SSHFleet, tmp_path: Path, transport:
 def test_a_proxyjump_loop_is_a_node_error_not_a_hung_scan(
     fleet: SSHFleet, tmp_path: Path, transport: str
 ) -> None:
-    # OpenSSH itself does not see this loop: it starts `ssh -W .. bastion` children forever.
+    # Issue 12: "Host *" + "ProxyJump bastion" sends the bastion through itself; the scan hung
+    # (paramiko), and OpenSSH itself does not see this loop: it starts `ssh -W .. bastion`
+    # children forever.  vlcalc()'s subprocess timeout is the guard: a hang fails the test.
     config = tmp_path / "ssh_config"
     config.write_text(fleet.ssh_config_path.read_text() + "\nHost *\n    ProxyJump bastion\n")
     inventory = tmp_path / "inv.yaml"
